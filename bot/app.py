@@ -1,13 +1,69 @@
-"""Start-up of the Discord bot: settings → database → engine → queue → bot."""
+"""`python -m bot`: settings → database → engine → queue → Discord, and a clean shutdown.
+
+The token is read from the settings (environment or `.env`) and handed to discord.py only; it is never
+logged, and a login failure is reported without it. SIGINT/SIGTERM stop the client first (no new jobs
+arrive), then the queue, which finishes or checkpoints the running batch and leaves the rest queued.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
+
+import discord
+
 from bot.errors import SettingsError
-from bot.settings import load_settings
+from bot.services import open_services
+from bot.settings import Settings, load_settings
+
+log = logging.getLogger("atelier")
 
 
 def run_bot() -> int:
     settings = load_settings()
+    logging.getLogger().setLevel(settings.log_level)
     if settings.discord_token is None:
-        raise SettingsError("DISCORD_TOKEN is not set: create a bot in the Discord developer portal (see README).")
-    raise SettingsError("The Discord layer is not built yet.")
+        raise SettingsError(
+            "DISCORD_TOKEN is not set: create a bot in the Discord developer portal and put its token in .env "
+            "(see README, 'Create the Discord application')."
+        )
+    asyncio.run(serve(settings))
+    return 0
+
+
+def point_at_api(base: str | None) -> None:
+    """Use another Discord REST base (a local fake in end-to-end tests); the gateway URL follows from it."""
+    if base:
+        discord.http.Route.BASE = base.rstrip("/")
+
+
+async def serve(settings: Settings) -> None:
+    from cogs.client import AtelierBot
+
+    point_at_api(settings.discord_api_base)
+    services = await open_services(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with AtelierBot(services=services) as bot:
+            token = settings.discord_token.get_secret_value() if settings.discord_token else ""
+            runner = asyncio.create_task(bot.start(token), name="discord")
+            stopper = asyncio.create_task(stop.wait(), name="signals")
+            done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if runner in done:
+                stopper.cancel()
+                error = runner.exception()
+                if isinstance(error, discord.LoginFailure):
+                    raise SettingsError("Discord refused DISCORD_TOKEN: copy the bot token again from the portal.")
+                if error is not None:
+                    raise error
+            else:
+                log.info("Shutting down: finishing the running batch, leaving queued jobs for the next start")
+                await bot.close()
+                await asyncio.gather(runner, return_exceptions=True)
+    finally:
+        await services.close()
+        log.info("Stopped")

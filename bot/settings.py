@@ -20,6 +20,19 @@ from bot.errors import SettingsError
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 Period = Literal["day", "week", "month"]
+#: What a reaction on a result message can do (see cogs/reactions.py).
+REACTION_ACTIONS = ("u1", "u2", "u3", "u4", "rr", "us", "vx", "dm", "cancel")
+DEFAULT_REACTIONS = {
+    "1️⃣": "u1",
+    "2️⃣": "u2",
+    "3️⃣": "u3",
+    "4️⃣": "u4",
+    "🔄": "rr",
+    "⬆️": "us",
+    "🔀": "vx",
+    "✉️": "dm",
+    "❌": "cancel",
+}
 
 
 class EngineSettings(BaseModel):
@@ -63,6 +76,18 @@ class DiscordSettings(BaseModel):
     moderator_role_id: int | None = Field(None, description="Members with this role count as moderators.")
     preview_edit_interval_s: float = Field(2.5, ge=1.0, description="Minimum time between progress edits.")
     imagine_cooldown_s: float = Field(0.0, ge=0)
+    reactions: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_REACTIONS),
+        description="Emoji → action on Atelier's result messages (JSON in DISCORD__REACTIONS).",
+    )
+
+    @field_validator("reactions")
+    @classmethod
+    def _check_reactions(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value.values()) - set(REACTION_ACTIONS))
+        if unknown:
+            raise ValueError(f"unknown action(s) {unknown}; use {', '.join(REACTION_ACTIONS)}")
+        return value
 
 
 class Settings(BaseSettings):
@@ -73,6 +98,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         env_nested_delimiter="__",
         extra="ignore",
+        env_ignore_empty=True,
         case_sensitive=False,
     )
 
@@ -82,6 +108,9 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     data_dir: Path = Path("./data")
     dev_guild_id: int | None = Field(None, description="Sync commands to this guild only (instant).")
+    discord_api_base: str | None = Field(
+        None, description="Discord REST base URL; only for a local fake Discord in end-to-end tests."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     engine: EngineSettings = EngineSettings()

@@ -1,0 +1,1 @@
+"""Atelier's Discord layer: thin adapters from interactions to the services in `bot/`."""
