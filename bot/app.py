@@ -12,6 +12,7 @@ import logging
 import signal
 
 import discord
+import yarl
 
 from bot.errors import SettingsError
 from bot.services import open_services
@@ -32,16 +33,22 @@ def run_bot() -> int:
     return 0
 
 
-def point_at_api(base: str | None) -> None:
-    """Use another Discord REST base (a local fake in end-to-end tests); the gateway URL follows from it."""
+def point_at_api(base: str | None, gateway: str | None) -> None:
+    """Use another Discord (a local fake in end-to-end tests).
+
+    A plain `Client` never asks `/gateway/bot` for its gateway URL (only the auto-sharded one does), so
+    the gateway is set as well as the REST base.
+    """
     if base:
         discord.http.Route.BASE = base.rstrip("/")
+    if gateway:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
 
 
 async def serve(settings: Settings) -> None:
     from cogs.client import AtelierBot
 
-    point_at_api(settings.discord_api_base)
+    point_at_api(settings.discord_api_base, settings.discord_gateway_url)
     services = await open_services(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     discord_api_base: str | None = Field(
         None, description="Discord REST base URL; only for a local fake Discord in end-to-end tests."
     )
+    discord_gateway_url: str | None = Field(
+        None, description="Discord gateway URL to go with DISCORD_API_BASE (end-to-end tests only)."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     engine: EngineSettings = EngineSettings()
