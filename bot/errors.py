@@ -100,3 +100,15 @@ class JobNotFound(QueueError, LookupError):
 
 class NotAllowed(AtelierError, PermissionError):
     """The caller may not do this (not the owner, not a moderator, another scope)."""
+
+
+class InvalidCreditInput(CreditError, ValueError):
+    """A credit argument that is not an amount is malformed: a period name, a job kind, a reason, an id."""
+
+
+class JobFinished(QueueError):
+    """The job already finished (done, failed or cancelled), so it can no longer be cancelled."""
+
+
+class InvalidLimit(QueueError, ValueError):
+    """A queue limit outside its allowed range; the message names the limit and the range."""
