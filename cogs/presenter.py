@@ -11,6 +11,7 @@ than an interaction token lives (15 minutes) still arrives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import time
@@ -45,6 +46,7 @@ class Presenter:
         self._pending: dict[int, Pending] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._last_edit: dict[int, float] = {}
+        self._finished: dict[int, asyncio.Event] = {}  #: set when a final state arrives: skip the wait
 
     async def track(self, job_id: int, channel_id: int, message_id: int) -> None:
         """Remember (and store) where a job's message is, then show its current state."""
@@ -75,6 +77,8 @@ class Presenter:
             if pending.event.preview_png is not None:  # keep the last preview we have not shown yet
                 event = JobEvent(**{**event.__dict__, "preview_png": pending.event.preview_png})
         self._pending[event.job_id] = Pending(event, event.job)
+        if event.type in FINAL:
+            self._finished.setdefault(event.job_id, asyncio.Event()).set()
         task = self._tasks.get(event.job_id)
         if task is None or task.done():
             self._tasks[event.job_id] = asyncio.create_task(self._apply_loop(event.job_id), name=f"job-{event.job_id}")
@@ -86,7 +90,9 @@ class Presenter:
             if not final:
                 wait = self.interval - (time.monotonic() - self._last_edit.get(job_id, 0.0))
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    finished = self._finished.setdefault(job_id, asyncio.Event())
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(finished.wait(), wait)
                     pending = self._pending[job_id]
                     final = pending.event.type in FINAL
             del self._pending[job_id]
@@ -99,6 +105,7 @@ class Presenter:
                 self._where.pop(job_id, None)
                 self._last_edit.pop(job_id, None)
                 self._pending.pop(job_id, None)
+                self._finished.pop(job_id, None)
                 break
         self._tasks.pop(job_id, None)
 
