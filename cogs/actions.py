@@ -187,10 +187,11 @@ async def deliver_select(bot: AtelierBot, origin: Origin, parent: Any, index: in
     file = discord.File(fp=_bytes_io(upload.data), filename=upload.filename)
     view = result_view(job.id, grid=False)
     if preferences.private:
-        await origin.user.send(text, file=file, view=view)
+        message = await origin.user.send(text, file=file, view=view)
         await origin.note(f"Image {index} of job {parent.id} is in your DMs.")
     else:
-        await origin.post(text, file=file, view=view)
+        message = await origin.post(text, file=file, view=view)
+    await services.queue.set_message(job.id, message.channel.id, message.id)  # so reactions find it
 
 
 def _bytes_io(data: bytes) -> Any:

@@ -13,6 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.engine.types import JobKind
+from bot.errors import UnknownAccount
 from cogs.account import balance_text, scope_of
 from cogs.permissions import moderator_only
 
@@ -74,19 +75,26 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Moderators
         await self._reply(interaction, f"Took {amount} credits from {user.mention}; they now have {balance.available}.")
 
     @app_commands.command(name="show", description="A member's balance and latest ledger entries")
+    @app_commands.describe(user="The member")
     @moderator_only()
     async def show(self, interaction: discord.Interaction, user: discord.User) -> None:
         services = self.bot.services
         scope = scope_of(interaction)
         balance = await services.credits.balance(scope, user.id)
         jobs = await services.queue.jobs_of(scope, user.id, ("queued", "running"))
-        rows = await services.credits.ledger(scope, user.id, limit=LEDGER_SHOWN)
+        try:
+            rows = await services.credits.ledger(scope, user.id, limit=LEDGER_SHOWN)
+        except UnknownAccount:
+            rows = []  # never used the bot here: a full allowance and no history
         lines = [f"{user.mention}:", balance_text(balance, len(jobs)), "", "Latest ledger entries:"]
+        if not rows:
+            lines.append("-# none yet")
         for row in rows:
             lines.append(f"-# <t:{int(row.created_at.timestamp())}:f> {row.describe()}")
         await self._reply(interaction, "\n".join(lines))
 
     @app_commands.command(name="default", description="The server's free allowance and how often it refills")
+    @app_commands.describe(allowance="Free credits per member per period", period="Refills at 00:00 UTC (weeks: Monday)")
     @moderator_only()
     async def default(
         self,
@@ -114,18 +122,21 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Moderators
         await self._reply(interaction, f"{kind} now costs {credits_per_unit:g} credits per unit of work.")
 
     @app_commands.command(name="block", description="Stop a member from generating images here")
+    @app_commands.describe(user="The member", reason="Shown in the ledger")
     @moderator_only()
     async def block(self, interaction: discord.Interaction, user: discord.User, reason: str = "") -> None:
         await self.bot.services.credits.block(scope_of(interaction), user.id, actor=interaction.user.id, reason=reason)
         await self._reply(interaction, f"{user.mention} can no longer generate images here.")
 
     @app_commands.command(name="unblock", description="Let a blocked member generate images again")
+    @app_commands.describe(user="The member")
     @moderator_only()
     async def unblock(self, interaction: discord.Interaction, user: discord.User) -> None:
         await self.bot.services.credits.unblock(scope_of(interaction), user.id, actor=interaction.user.id)
         await self._reply(interaction, f"{user.mention} can generate images again.")
 
     @app_commands.command(name="relax", description="Allow free, lowest-priority relax jobs here")
+    @app_commands.describe(mode="on: members may add --relax to queue for free at the lowest priority")
     @moderator_only()
     async def relax(self, interaction: discord.Interaction, mode: Literal["on", "off"]) -> None:
         await self.bot.services.credits.set_policy(
@@ -146,12 +157,14 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Moderators
         await self._reply(interaction, "The queue is running again here.")
 
     @app_commands.command(name="clear", description="Cancel all of a member's waiting jobs (credits returned)")
+    @app_commands.describe(user="The member")
     @moderator_only()
     async def clear(self, interaction: discord.Interaction, user: discord.User) -> None:
         cleared = await self.bot.services.queue.clear(scope_of(interaction), user.id, by=interaction.user.id)
         await self._reply(interaction, f"Cancelled {len(cleared)} waiting job(s) of {user.mention}; credits returned.")
 
     @app_commands.command(name="modrole", description="Members with this role count as moderators here")
+    @app_commands.describe(role="The role (leave empty to remove it)")
     @moderator_only()
     async def modrole(self, interaction: discord.Interaction, role: discord.Role | None = None) -> None:
         await self.bot.services.members.set_moderator_role(scope_of(interaction), role.id if role else None)
