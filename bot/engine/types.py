@@ -114,6 +114,8 @@ class Recipe:
     chaos: int = 0
     strength: float | None = None
     parent: str | None = None  #: path or hash of the image it came from
+    scale: int = 1  #: upscale factor that made it (1: not an upscale)
+    upscale_mode: str | None = None  #: "subtle" or "creative" for upscales
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "kind": self.kind.value}
@@ -136,6 +138,7 @@ class GenerationResult:
     grid: Any | None = None  #: PIL.Image.Image for four-image jobs
     warnings: list[str] = field(default_factory=list)  #: e.g. how many prompt tokens were dropped
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  #: seconds per stage of the whole batch
 
 
 def round_to_multiple(value: float, multiple: int = 64) -> int:

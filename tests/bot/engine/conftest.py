@@ -1,0 +1,31 @@
+"""Engines over the tiny pipelines, loaded once per session (float32 on the CPU, so pixels are stable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.settings import EngineSettings
+
+
+def _load(path: Path, **settings: Any) -> Any:
+    from bot.engine.engine import Engine
+
+    return Engine.load(str(path), device="cpu", dtype="float32", settings=EngineSettings(**settings))
+
+
+@pytest.fixture(scope="session")
+def sd_engine(tiny_sd_path: Path) -> Any:
+    return _load(tiny_sd_path, preview_every=1, max_output_side=256)
+
+
+@pytest.fixture(scope="session")
+def sdxl_engine(tiny_sdxl_path: Path) -> Any:
+    return _load(tiny_sdxl_path)
+
+
+@pytest.fixture(scope="session")
+def fewstep_engine(tiny_fewstep_path: Path) -> Any:
+    return _load(tiny_fewstep_path)

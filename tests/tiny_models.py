@@ -1,0 +1,179 @@
+"""Tiny random-weight diffusers pipelines, built offline for tests.
+
+The components follow diffusers' own `get_dummy_components()` (UNet with block_out_channels (32, 64), a
+two-block AutoencoderKL, a five-layer 32-wide CLIP text encoder), but nothing comes from the hub: the CLIP
+tokenizer's BPE vocabulary is trained here, at build time, with `tokenizers`. Each builder writes a normal
+diffusers directory with `save_pretrained`, so tests load it through the same `from_pretrained` path a real
+model takes. Native size is 64 px (UNet sample_size 32 × VAE scale factor 2), so tests can use 64 px images.
+
+Other helpers' tests import `build_tiny_sd(path)` and `build_tiny_sdxl(path)`; the session fixtures
+`tiny_sd_path`, `tiny_sdxl_path` and `tiny_turbo_path` in tests/conftest.py call them once per session.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    LCMScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+WINDOW = 77  #: the CLIP text window real Stable Diffusion models use
+_SUBJECTS = ["castle", "cat", "dog", "forest", "city", "robot", "portrait", "mountain", "ship", "garden"]
+_STYLES = ["at dusk", "in the rain", "oil painting", "watercolor", "photo", "neon", "misty", "golden hour"]
+_EXTRAS = ["fog", "people", "blurry", "text", "a red apple", "ocean waves", "highly detailed", "4k"]
+_CORPUS = [f"a {s} {t}, {e}" for s, t, e in itertools.product(_SUBJECTS, _STYLES, _EXTRAS)]
+
+
+def build_clip_tokenizer(vocab_size: int = 600) -> CLIPTokenizer:
+    """Train a small CLIP-style byte-level BPE (words end in `</w>`) in memory; the pipeline saves it."""
+    bpe = Tokenizer(models.BPE(unk_token=EOS, end_of_word_suffix="</w>"))
+    # Same normalisation and pre-tokenisation as transformers' CLIPTokenizer, so merges apply identically.
+    bpe.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(
+                Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
+                behavior="removed",
+                invert=True,
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[BOS, EOS],
+        initial_alphabet=alphabet,
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_CORPUS, trainer=trainer)
+    state = json.loads(bpe.to_str())["model"]
+    vocab: dict[str, int] = dict(state["vocab"])
+    # Every byte must also exist as a word-final token, as in the real CLIP vocabulary, so no text is <unk>.
+    for char in sorted(alphabet):
+        vocab.setdefault(char + "</w>", len(vocab))
+    merges = [tuple(pair) if isinstance(pair, list) else tuple(pair.split(" ")) for pair in state["merges"]]
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=WINDOW)
+
+
+def _text_config(vocab_size: int, tokenizer: CLIPTokenizer) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=5,
+        vocab_size=vocab_size,
+        max_position_embeddings=WINDOW,
+        hidden_act="gelu",
+        projection_dim=32,
+    )
+
+
+def _vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        sample_size=64,
+    )
+
+
+def build_tiny_sd(path: Path, *, few_step: bool = False) -> Path:
+    """An SD-1.x-shaped pipeline; `few_step=True` gives it an LCMScheduler (a Turbo/LCM-class marker)."""
+    torch.manual_seed(0)
+    path = Path(path)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+    )
+    schedule = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
+    if few_step:
+        scheduler = LCMScheduler(**schedule, timestep_spacing="trailing")
+    else:
+        scheduler = DDIMScheduler(**schedule, clip_sample=False, set_alpha_to_one=False)
+    tokenizer = build_clip_tokenizer()
+    text_encoder = CLIPTextModel(_text_config(len(tokenizer), tokenizer))
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        scheduler=scheduler,
+        vae=_vae(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(path)
+    return path
+
+
+def build_tiny_sdxl(path: Path) -> Path:
+    """An SDXL-shaped pipeline: two text encoders, `text_time` added conditioning, Euler scheduler."""
+    torch.manual_seed(0)
+    path = Path(path)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,  # 6 time ids × 8 + 32 pooled text features
+        cross_attention_dim=64,  # two 32-wide text encoders, concatenated
+        norm_num_groups=1,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        steps_offset=1,
+        beta_schedule="scaled_linear",
+        timestep_spacing="leading",
+    )
+    tokenizer = build_clip_tokenizer()
+    config = _text_config(len(tokenizer), tokenizer)
+    pipe = StableDiffusionXLPipeline(
+        unet=unet,
+        scheduler=scheduler,
+        vae=_vae(),
+        text_encoder=CLIPTextModel(config),
+        text_encoder_2=CLIPTextModelWithProjection(config),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+    )
+    pipe.save_pretrained(path)
+    return path
