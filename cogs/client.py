@@ -84,10 +84,11 @@ class AtelierBot(commands.Bot):
         settings = self.services.settings
         profile = self.services.profile
         log.info(
-            "Atelier ready as %s: model %s (%s), devices %s, %d guild(s)",
+            "Atelier ready as %s: model %s (%s), devices %s, dtype %s, %d guild(s)",
             self.user,
             settings.model,
             profile.family,
             ",".join(w.device for w in self.services.queue.workers),
+            settings.dtype,
             len(self.guilds),
         )

@@ -204,7 +204,6 @@ def percentile(samples: list[float], p: float) -> float:
 
 async def real_worker(model_dir: Path, max_batch_images: int) -> Worker:
     from bot.engine.engine import Engine
-
     from bot.queue import LocalWorker
 
     engine = await asyncio.to_thread(
@@ -244,8 +243,9 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=50.0, help="sustained submits/s for the latency figure")
     parser.add_argument("--model", type=Path, help="a diffusers directory (default: build a tiny one)")
+    parser.add_argument("--dir", type=Path, help="where DATA_DIR goes (default: the system temp dir)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp)
         await bench_throughput(root, args.jobs, members=50, in_flight=2)
         await bench_submit_latency(root, submitters=200, rounds=5, rate=args.rate, seconds=10.0)

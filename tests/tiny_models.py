@@ -7,7 +7,8 @@ diffusers directory with `save_pretrained`, so tests load it through the same `f
 model takes. Native size is 64 px (UNet sample_size 32 × VAE scale factor 2), so tests can use 64 px images.
 
 Other helpers' tests import `build_tiny_sd(path)` and `build_tiny_sdxl(path)`; the session fixtures
-`tiny_sd_path`, `tiny_sdxl_path` and `tiny_turbo_path` in tests/conftest.py call them once per session.
+`tiny_sd_path`, `tiny_sdxl_path` and `tiny_fewstep_path` in tests/conftest.py call them once per session.
+`build_tiny_x4_upscaler(path)` makes a tiny diffusers x4 upscaler for the ENGINE__UPSCALER tests.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import torch
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
+    DDPMScheduler,
     EulerDiscreteScheduler,
     LCMScheduler,
     StableDiffusionPipeline,
+    StableDiffusionUpscalePipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
@@ -174,6 +177,48 @@ def build_tiny_sdxl(path: Path) -> Path:
         text_encoder_2=CLIPTextModelWithProjection(config),
         tokenizer=tokenizer,
         tokenizer_2=tokenizer,
+    )
+    pipe.save_pretrained(path)
+    return path
+
+
+def build_tiny_x4_upscaler(path: Path) -> Path:
+    """A `StableDiffusionUpscalePipeline` shaped like stabilityai/stable-diffusion-x4-upscaler (its VAE has
+    three blocks, so it decodes 4× the input size), for testing `ENGINE__UPSCALER` with a diffusers dir."""
+    torch.manual_seed(0)
+    path = Path(path)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=7,  # 4 latent channels + the 3-channel low-resolution image
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        use_linear_projection=True,
+        only_cross_attention=(True, True, False),
+        num_class_embeds=100,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[32, 32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+        latent_channels=4,
+        scaling_factor=0.08333,  # the x4 upscaler's own latent scale
+    )
+    tokenizer = build_clip_tokenizer()
+    pipe = StableDiffusionUpscalePipeline(
+        unet=unet,
+        low_res_scheduler=DDPMScheduler(),
+        scheduler=DDIMScheduler(prediction_type="v_prediction"),
+        vae=vae,
+        text_encoder=CLIPTextModel(_text_config(len(tokenizer), tokenizer)),
+        tokenizer=tokenizer,
+        max_noise_level=350,
     )
     pipe.save_pretrained(path)
     return path

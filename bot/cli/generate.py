@@ -21,9 +21,15 @@ def generate_command(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     device = settings.devices[0]
 
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
     from bot.engine.engine import Engine, Progress
     from bot.engine.png import encode_png
     from bot.engine.prompt import parse_prompt
+
+    diffusers_logging.disable_progress_bar()  # one progress bar (ours) is enough
+    transformers_logging.disable_progress_bar()
 
     clock = time.perf_counter()
     engine = Engine.load(settings.model, device=device, dtype=settings.dtype, settings=settings.engine)

@@ -44,8 +44,7 @@ class PromptEncoder:
         self.pairs = [(tok, enc) for tok, enc in pairs if tok is not None and enc is not None]
         self.sdxl = sdxl
         self.zero_empty_negative = sdxl and bool(pipe.config.get("force_zeros_for_empty_prompt", False))
-        self.dtype = self.pairs[-1][1].dtype
-        self.device = self.pairs[0][1].device
+        self.dtype = self.pairs[-1][1].dtype  # diffusers casts to the last encoder's dtype too
 
     def encode(self, prompt: str, negative: str, *, guidance: bool) -> Encoded:
         """Embeddings for one request; `guidance` says whether the negative side is needed at all."""

@@ -20,11 +20,11 @@ Attributes: `profile: ModelProfile` (family, native size, step range, default gu
     `batch_key()` (same kind, size, steps, guidance, strength, scale) — prompts, negative prompts, seeds,
     chaos and source images may differ. Kinds:
     - IMAGINE: text → `images` images (seeds seed, seed+1, … wrapping at 2³²) plus a 2×2 grid;
-    - VARY: image-to-image from `init_image` (a PNG/JPEG/WebP path) at `strength` (0.35 subtle, 0.7
-      strong, see `bot.engine.recipes`) → a new grid;
+    - VARY: image-to-image from `init_image` (a PNG/JPEG/WebP path) at `strength` (subtle/strong values
+      live in `bot.followups`) → a new grid;
     - UPSCALE: `init_image` enlarged to width×height (the source × `scale`, 2 or 4, at most
       `settings.max_output_side` per side) by the configured upscaler, then an image-to-image pass at
-      `strength` (subtle 0.2 keeps detail, creative 0.45 invents more).
+      `strength` (low for subtle, which keeps detail; higher for creative, which invents more).
     For VARY/UPSCALE `steps` counts the denoising steps actually run: the schedule is stretched to
     ceil(steps / strength) so that a few-step model still takes its steps at low strength.
     Each result has full-resolution `images`, one `Recipe` per image (model, that image's seed, steps,
@@ -32,8 +32,8 @@ Attributes: `profile: ModelProfile` (family, native size, step range, default gu
     `warnings` (e.g. prompt tokens beyond what the encoder reads), `seconds` and `timings` (seconds spent
     in encode / denoise / previews / decode, for the whole batch).
     Pixels depend only on the recipe: a request batched with others gives bit-identical images to the
-    same request run alone, and an image re-run from its recipe (`recipes.replay_request`) is the same
-    image, on the same device and dtype (see `bot.engine.batching` for how).
+    same request run alone, and an image re-run on its own from its recipe (`recipes.replay_request`)
+    is the same image, on the same device and dtype (see `bot.engine.batching` for how and what it costs).
     `on_progress(Progress)` is called after every denoising step from the calling thread; every
     `settings.preview_every` steps `Progress.previews` holds one small RGB preview per request (a grid for
     multi-image requests), made from the latents by a fixed linear map without the VAE
@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import math
 import threading
 import time
@@ -61,9 +62,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 from PIL import Image
 
-from bot.engine.batching import per_image_unet
+from bot.engine.batching import fixed_unet_batches
 from bot.engine.device import dtype_name, resolve_device, resolve_dtype
 from bot.engine.encode import Encoded, PromptEncoder
 from bot.engine.images import fit_to, make_grid, read_image_file
@@ -75,6 +77,8 @@ from bot.engine.upscalers import Upscaler, load_upscaler
 from bot.errors import GenerationCancelled, InvalidRequest, OutOfMemory, SettingsError
 from bot.settings import EngineSettings
 
+log = logging.getLogger(__name__)
+
 SUPPORTED_PIPELINES = {"StableDiffusionPipeline", "StableDiffusionXLPipeline"}
 MAX_STEPS = 200  #: hard ceiling; the prompt parser enforces each model's sane range
 MAX_GUIDANCE = 50.0
@@ -82,6 +86,15 @@ MAX_GUIDANCE = 50.0
 CHAOS_NOISE = 0.5
 _CHAOS_SALT = 0x0C4A05  # so the chaos noise of seed s is not the latent noise of seed s
 _SIZE_MULTIPLE = 8
+_UNUSED_NEGATIVE = (
+    "The negative prompt (--no) had no effect: at this guidance (--stylize) the model runs without "
+    "classifier-free guidance. Raise --stylize to use it."
+)
+#: The request fields `GenerationRequest.batch_key()` compares, named in the mixed-batch message.
+_KEY_FIELDS = ("model", "kind", "width", "height", "steps", "guidance", "strength", "scale", "upscale_mode")
+#: Images per UNet call (see bot.engine.batching): a grid's four, or one large upscale.
+GRID_SLOTS = 4
+UPSCALE_SLOTS = 1
 #: The VAE works in overlapping tiles when an image has more than this many times the native pixel count
 #: (every upscale; never a normal grid image, whatever its aspect ratio).
 TILE_ABOVE_NATIVE_AREA = 2.0
@@ -121,8 +134,6 @@ class Engine:
         settings: EngineSettings,
         upscaler: Upscaler,
     ) -> None:
-        from diffusers import AutoPipelineForImage2Image
-
         self.pipe = pipe
         self.img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         self.img2img.set_progress_bar_config(disable=True)
@@ -141,8 +152,6 @@ class Engine:
         cls, model: str, *, device: str = "auto", dtype: str = "auto", settings: EngineSettings | None = None
     ) -> Engine:
         """Load `model` once and learn its profile (blocking)."""
-        from diffusers import AutoPipelineForText2Image
-
         settings = settings or EngineSettings()
         device_name = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device_name)
@@ -170,6 +179,20 @@ class Engine:
             tokenizer_max_length=pipe.tokenizer.model_max_length,
         )
         upscaler = load_upscaler(settings.upscaler, device_name, torch_dtype)
+        log.debug(
+            "Loaded %s: %s, %d px, steps %d (%d–%d), guidance %s, %s, on %s in %s; upscaler %s",
+            model,
+            profile.family,
+            profile.native_size,
+            profile.default_steps,
+            profile.min_steps,
+            profile.max_steps,
+            profile.default_guidance,
+            profile.sampler,
+            device_name,
+            dtype_name(torch_dtype),
+            upscaler.name,
+        )
         return cls(
             pipe=pipe,
             profile=profile,
@@ -187,6 +210,8 @@ class Engine:
         should_stop: Callable[[], bool] | None = None,
     ) -> list[GenerationResult]:
         """Run `requests` as one batch (blocking); see the module docstring."""
+        if self.pipe is None:
+            raise RuntimeError("This engine was closed; load a new one.")
         with self._lock, torch.inference_mode():
             try:
                 return self._run(requests, on_progress, should_stop)
@@ -242,21 +267,24 @@ class Engine:
 
         # 3. Encode prompts, one request at a time (so batching cannot change them), then chaos per image
         clock = time.perf_counter()
-        guidance = first.guidance > 1 and self.pipe.unet.config.get("time_cond_proj_dim") is None
+        # Classifier-free guidance, exactly when diffusers applies it (LCM UNets embed guidance instead).
+        use_cfg = first.guidance > 1 and self.pipe.unet.config.get("time_cond_proj_dim") is None
         batch = _Batch()
         for index, request in enumerate(requests):
-            encoded = self._encoder.encode(request.prompt, request.negative_prompt, guidance=guidance)
+            encoded = self._encoder.encode(request.prompt, request.negative_prompt, guidance=use_cfg)
             batch.warnings.append(list(encoded.warnings))
+            if request.negative_prompt and not use_cfg:
+                batch.warnings[-1].append(_UNUSED_NEGATIVE)
             for image in range(request.images):
                 seed = (request.seed + image) % (MAX_SEED + 1)
                 batch.owners.append(index)
                 batch.seeds.append(seed)
                 batch.encoded.append(_with_chaos(encoded, request.chaos, seed))
-        conditioning = self._conditioning(batch.encoded, guidance)
+        conditioning = self._conditioning(batch.encoded, use_cfg)
         init_latents = self._encode_images(sources, batch.owners) if img2img else None
         timings["encode"] = time.perf_counter() - clock
 
-        # 4. Denoise: one pipeline call, the UNet image by image, progress and stop checks after each step
+        # 4. Denoise: one pipeline call, the UNet in fixed-size groups, progress and stop checks every step
         clock = time.perf_counter()
         previews_seconds = 0.0
         stopped = False
@@ -286,7 +314,9 @@ class Engine:
             callback_on_step_end=on_step_end,
         )
         lengths = [encoded.positive.shape[1] for encoded in batch.encoded]
-        with per_image_unet(self.pipe.unet, lengths):
+        slots = UPSCALE_SLOTS if first.kind is JobKind.UPSCALE else GRID_SLOTS
+        groups = _groups(batch.owners, slots)
+        with fixed_unet_batches(self.pipe.unet, groups, lengths, slots):
             if img2img:
                 assert first.strength is not None
                 latents = self.img2img(
@@ -306,7 +336,14 @@ class Engine:
 
         # 5. Decode, image by image
         clock = time.perf_counter()
-        images = [self._decode(latents[i : i + 1]) for i in range(latents.shape[0])]
+        images = []
+        for index in range(latents.shape[0]):
+            image, withheld = self._decode(latents[index : index + 1])
+            images.append(image)
+            if withheld:
+                owner = batch.owners[index]
+                number = batch.owners[:index].count(owner) + 1
+                batch.warnings[owner].append(f"Image {number} was blacked out by the model's safety checker.")
         timings["decode"] = time.perf_counter() - clock
 
         # 6. Results with their recipes
@@ -327,8 +364,13 @@ class Engine:
         if not requests:
             raise InvalidRequest("A batch needs at least one request.")
         first = requests[0]
-        if any(request.batch_key() != first.batch_key() for request in requests):
-            raise InvalidRequest("These requests cannot share one batch: their batch_key() values differ.")
+        for number, request in enumerate(requests[1:], start=2):
+            if request.batch_key() != first.batch_key():
+                differ = [name for name in _KEY_FIELDS if getattr(request, name) != getattr(first, name)]
+                raise InvalidRequest(
+                    f"Requests in one batch must share their batch_key(); request {number} differs from "
+                    f"request 1 in {', '.join(differ) or 'its batch key'}."
+                )
         if first.kind not in (JobKind.IMAGINE, JobKind.VARY, JobKind.UPSCALE):
             raise InvalidRequest(
                 f"{first.kind.value} jobs need no generation; the engine runs imagine, vary, upscale."
@@ -423,7 +465,9 @@ class Engine:
             per_request.append(latents.to(self.pipe.unet.dtype))
         return torch.cat([per_request[owner] for owner in owners])
 
-    def _decode(self, latents: torch.Tensor) -> Image.Image:
+    def _decode(self, latents: torch.Tensor) -> tuple[Image.Image, bool]:
+        """One image from its latents, and whether the model's own safety checker (if it ships one,
+        as SD 1.5 does) withheld it. Decoding here rather than in the pipeline keeps the VAE per image."""
         vae = self.pipe.vae
         config = vae.config
         latents = latents.to(vae.device, vae.dtype)
@@ -436,7 +480,15 @@ class Engine:
         else:
             latents = latents / config.scaling_factor
         pixels = vae.decode(latents, return_dict=False)[0]
-        return self.pipe.image_processor.postprocess(pixels, output_type="pil")[0]
+        withheld = False
+        checker = getattr(self.pipe, "safety_checker", None)
+        if checker is not None:
+            pixels, concepts = self.pipe.run_safety_checker(pixels, pixels.device, checker.dtype)
+            withheld = bool(concepts[0])
+        image = self.pipe.image_processor.postprocess(
+            pixels, output_type="pil", do_denormalize=[not withheld]
+        )
+        return image[0], withheld
 
     def _set_tiling(self, width: int, height: int) -> None:
         if width * height > TILE_ABOVE_NATIVE_AREA * self.profile.native_size**2:
@@ -508,6 +560,16 @@ class Engine:
             torch.cuda.empty_cache()
         elif self.device == "mps":
             torch.mps.empty_cache()
+
+
+def _groups(owners: list[int], slots: int) -> list[list[int]]:
+    """Image indices cut into groups of at most `slots`, never mixing two requests."""
+    groups: list[list[int]] = []
+    for index, owner in enumerate(owners):
+        if not groups or len(groups[-1]) == slots or owners[groups[-1][0]] != owner:
+            groups.append([])
+        groups[-1].append(index)
+    return groups
 
 
 def _with_chaos(encoded: Encoded, chaos: int, seed: int) -> Encoded:

@@ -153,12 +153,17 @@ def guidance_for(stylize: int | None, profile: ModelProfile) -> float:
     """Classifier-free guidance for `--stylize`: linear from (0, low) to (100, default) to (1000, high).
 
     Standard models: low 1.0 (guidance off), high twice the default. Few-step models are trained without
-    guidance, so everything up to the default stylize keeps it off (0) and 1000 reaches a mild 2.0.
+    guidance: up to the default stylize it stays off (0), above it runs from 1.0 (which diffusers treats
+    as off too, so there is no jump in effect) to a mild 2.0 at 1000.
     """
     default = profile.default_guidance
     if stylize is None:
         return default
-    low, high = (default, 2.0) if profile.few_step else (1.0, 2 * default)
+    if profile.few_step:
+        if stylize <= DEFAULT_STYLIZE:
+            return default
+        return round(1.0 + (stylize - DEFAULT_STYLIZE) / (MAX_STYLIZE - DEFAULT_STYLIZE), 2)
+    low, high = 1.0, 2 * default
     if stylize <= DEFAULT_STYLIZE:
         value = low + (default - low) * stylize / DEFAULT_STYLIZE
     else:

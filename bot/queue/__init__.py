@@ -5,6 +5,7 @@ Torch-free: the engine is reached only through `Worker`s. Public API:
 the `Worker` protocol with `LocalWorker` (an engine in a thread) and `FakeWorker` (tests, benchmarks).
 """
 
+from bot.queue.events import Subscription
 from bot.queue.fake import FakeEngine, FakeWorker
 from bot.queue.jobs import (
     EventType,
@@ -32,6 +33,7 @@ __all__ = [
     "QueueEntry",
     "QueueLimits",
     "QueueSnapshot",
+    "Subscription",
     "Worker",
     "WorkerState",
 ]

@@ -46,6 +46,7 @@ from bot.queue.jobs import (
     QueueSnapshot,
     WorkerState,
 )
+from bot.queue.recovery import MAX_ATTEMPTS, reconcile_holds, recover_interrupted
 from bot.queue.results import discard, job_folder, save_result
 from bot.queue.scheduler import pick_batch
 from bot.queue.state import Batch, QueueState
@@ -56,7 +57,6 @@ from bot.store import Database
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 2  #: starts per job: the first, and one retry after a worker crash or a restart
 STOP_GRACE_S = 10.0  #: how long a timed-out or interrupted batch gets to stop at a step boundary
 POSITION_INTERVAL_S = 0.5  #: positions are re-announced at most this often (each change moves many jobs)
 SERVED_MEMORY_S = 86_400.0  #: at start-up, members served longer ago than this count as never served
@@ -92,6 +92,7 @@ class JobQueue:
         self._settings = settings
         self._clock = clock
         self._store = JobStore(db)
+        self._images_dir = settings.images_dir.resolve()  #: absolute, so stored paths survive a chdir
         self._hub = EventHub()
         self._state = QueueState(settings.queue, self.workers[0].profile)
         self._wake = {w.name: asyncio.Event() for w in self.workers}
@@ -122,8 +123,8 @@ class JobQueue:
             scope.max_queued = row["max_queued_per_member"]
             scope.max_running = row["max_running_per_member"]
         self._last_job_id = await self._store.last_id()
-        requeued, failed = await self._recover_interrupted()
-        await self._reconcile_holds()
+        requeued, failed = await recover_interrupted(self._db, self._store, self._credits, self._clock())
+        await reconcile_holds(self._db, self._store, self._credits)
         for job in await self._store.with_status(JobStatus.QUEUED):
             self._state.add_waiting(job)
         self._state.served = await self._store.last_served(self._clock() - SERVED_MEMORY_S)
@@ -675,8 +676,7 @@ class JobQueue:
         kept = {job.id: (job, result) for job, result in zip(jobs, results, strict=True)}
         kept = {job_id: item for job_id, item in kept.items() if job_id not in batch.cancelled}
         folders = {
-            job_id: job_folder(self._settings.images_dir, job.scope, job_id)
-            for job_id, (job, _) in kept.items()
+            job_id: job_folder(self._images_dir, job.scope, job_id) for job_id, (job, _) in kept.items()
         }
         try:
             # One thread per job: writing files mostly waits on the disk, so the jobs' writes overlap.
@@ -792,67 +792,6 @@ class JobQueue:
     async def _release(self, conn: Any, job: Job, reason: str) -> None:
         if job.hold_id is not None:
             await self._credits.release(job.hold_id, reason, conn=conn)
-
-    # -- start-up recovery -------------------------------------------------------------------------------
-
-    async def _recover_interrupted(self) -> tuple[list[Job], list[Job]]:
-        """Jobs a killed process left 'running': queued again once, failed (and refunded) after that."""
-        running = await self._store.with_status(JobStatus.RUNNING)
-        if not running:
-            return [], []
-        now = self._clock()
-        requeued, failed = [], []
-        async with self._db.transaction() as conn:
-            for job in running:
-                if job.attempts < MAX_ATTEMPTS:
-                    row = await self._store.requeue(conn, job.id)
-                    if row is not None:
-                        requeued.append(row)
-                    continue
-                reason = "the bot restarted while it was running, twice"
-                row = await self._store.mark_finished(
-                    conn, job.id, JobStatus.FAILED, error=reason, now=now, allowed_from=(JobStatus.RUNNING,)
-                )
-                if row is not None:
-                    await self._release(conn, row, "job failed")
-                    failed.append(row)
-        log.warning(
-            "Recovered %d interrupted jobs: %d queued again, %d failed",
-            len(running),
-            len(requeued),
-            len(failed),
-        )
-        return requeued, failed
-
-    async def _reconcile_holds(self) -> None:
-        """Close every open hold whose job is finished or missing (charge it only if the job was delivered).
-
-        Holds of jobs still queued stay open however old they are, unlike `release_abandoned`'s age rule:
-        a job waiting in a paused scope must still be able to pay when it finally runs.
-        """
-        holds = await self._credits.open_holds()
-        if not holds:
-            return
-        live = {job.hold_id for job in await self._store.with_status(JobStatus.QUEUED)}
-        settled = released = 0
-        async with self._db.transaction() as conn:
-            for hold in holds:
-                if hold.id in live:
-                    continue
-                job = await self._store.get_in(conn, hold.job_id) if hold.job_id is not None else None
-                if job is not None and job.status is JobStatus.DONE and job.hold_id == hold.id:
-                    settled += await self._credits.settle(hold.id, conn=conn)
-                else:
-                    released += await self._credits.release(
-                        hold.id, "abandoned: its job is finished or missing", conn=conn
-                    )
-        if settled or released:
-            log.warning(
-                "Closed %d abandoned credit holds (%d charged, %d returned)",
-                settled + released,
-                settled,
-                released,
-            )
 
     # -- helpers -----------------------------------------------------------------------------------------
 

@@ -23,10 +23,11 @@ class SavedImages:
 
 
 def job_folder(images_dir: Path, scope: int, job_id: int) -> Path:
-    return Path(images_dir).resolve() / str(scope) / str(job_id)
+    return images_dir / str(scope) / str(job_id)
 
 
 def save_result(folder: Path, result: GenerationResult) -> SavedImages:
+    """Write one job's images; the grid carries image 1's recipe (the others' seeds follow it)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for n, (image, recipe) in enumerate(zip(result.images, result.recipes, strict=True), start=1):

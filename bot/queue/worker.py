@@ -195,5 +195,8 @@ class LocalWorker:
             self.engine = await self._thread.call(self._reload)
 
     async def close(self) -> None:
+        """Free the engine's device memory (unless its thread is stuck in a step) and end the thread."""
+        engine, self.engine = self.engine, None
+        if engine is not None and hasattr(engine, "close") and not self._thread.busy:
+            await self._thread.call(engine.close)
         self._thread.stop()
-        self.engine = None

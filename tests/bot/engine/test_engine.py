@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -98,7 +99,7 @@ def test_an_image_alone_equals_the_same_image_in_its_grid(sd_engine: Engine) -> 
 
 def test_batches_must_share_a_batch_key(sd_engine: Engine) -> None:
     """Requests of different sizes cannot share one pass."""
-    with pytest.raises(InvalidRequest, match="batch_key"):
+    with pytest.raises(InvalidRequest, match="request 2 differs from request 1 in width"):
         sd_engine.run([make_request(sd_engine), make_request(sd_engine, width=128)])
 
 
@@ -130,6 +131,14 @@ def test_tokens_beyond_the_last_window_are_reported(fewstep_engine: Engine) -> N
     result = fewstep_engine.run([request])[0]
     assert len(result.warnings) == 1
     assert "the model reads 225, so the last" in result.warnings[0] and "zebra" in result.warnings[0]
+
+
+def test_a_negative_prompt_without_guidance_is_flagged(fewstep_engine: Engine) -> None:
+    """At guidance 0 (a Turbo model's default) --no cannot act, and the result says so rather than hide it."""
+    result = fewstep_engine.run([make_request(fewstep_engine, negative_prompt="fog", steps=1)])[0]
+    assert len(result.warnings) == 1 and "(--no) had no effect" in result.warnings[0]
+    guided = make_request(fewstep_engine, negative_prompt="fog", steps=1, guidance=1.5)
+    assert fewstep_engine.run([guided])[0].warnings == []
 
 
 def test_one_window_encoding_matches_diffusers(sd_engine: Engine, sdxl_engine: Engine) -> None:
@@ -200,6 +209,27 @@ def test_out_of_memory_is_reported_and_the_engine_survives(
         fewstep_engine.run([request])
     monkeypatch.undo()
     assert len(fewstep_engine.run([request])[0].images) == 1
+
+
+def test_images_withheld_by_the_models_safety_checker_are_reported(
+    fewstep_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a model ships a safety checker (SD 1.5 does) and it flags image 2, that image is black and the
+    result says so; the others are untouched."""
+    calls = iter([False, True, False, False])
+
+    def checker(pixels: torch.Tensor, device: Any, dtype: Any) -> tuple[torch.Tensor, list[bool]]:
+        flagged = next(calls)
+        return (torch.zeros_like(pixels) if flagged else pixels), [flagged]
+
+    request = make_request(fewstep_engine, steps=1)
+    plain = fewstep_engine.run([request])[0]
+    monkeypatch.setattr(fewstep_engine.pipe, "safety_checker", SimpleNamespace(dtype=torch.float32))
+    monkeypatch.setattr(fewstep_engine.pipe, "run_safety_checker", checker)
+    checked = fewstep_engine.run([request])[0]
+    assert checked.warnings == ["Image 2 was blacked out by the model's safety checker."]
+    assert pixels(checked.images[1]).max() == 0
+    assert max_difference(checked.images[::2], plain.images[::2]) == 0
 
 
 async def test_arun_keeps_the_event_loop_free(fewstep_engine: Engine) -> None:

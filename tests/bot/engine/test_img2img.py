@@ -11,11 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from bot.engine import upscalers
 from bot.engine.engine import Engine
-from bot.engine.recipes import UPSCALE_STRENGTH, VARY_STRENGTH
 from bot.engine.types import JobKind
 from bot.engine.upscalers import load_upscaler
 from bot.errors import InvalidImage, SettingsError
+from bot.followups import UPSCALE_STRENGTH, VARY_STRENGTH
+from bot.settings import EngineSettings
 from tests.bot.engine.helpers import make_request, max_difference, pixels
 
 pytestmark = pytest.mark.slow
@@ -37,7 +39,11 @@ def test_vary_makes_four_variations_of_the_source(sd_engine: Engine, source: Pat
     result = sd_engine.run([request])[0]
     assert [image.size for image in result.images] == [(64, 64)] * 4 and result.grid.size == (128, 128)
     recipe = result.recipes[0]
-    assert (recipe.kind, recipe.strength, recipe.parent) == (JobKind.VARY, 0.35, str(source))
+    assert (recipe.kind, recipe.strength, recipe.parent) == (
+        JobKind.VARY,
+        VARY_STRENGTH["subtle"],
+        str(source),
+    )
     assert len({pixels(image).tobytes() for image in result.images}) == 4
 
 
@@ -126,7 +132,11 @@ def test_upscale_enlarges_with_a_tiled_vae(
     assert result.images[0].size == (side, side) and result.grid is None
     assert tiled, "a large decode should go through the tiled VAE path"
     recipe = result.recipes[0]
-    assert (recipe.scale, recipe.upscale_mode, recipe.strength) == (scale, "subtle", 0.2)
+    assert (recipe.scale, recipe.upscale_mode, recipe.strength) == (
+        scale,
+        "subtle",
+        UPSCALE_STRENGTH["subtle"],
+    )
     assert recipe.parent == str(source)
 
 
@@ -188,3 +198,33 @@ def test_a_text_to_image_model_is_not_an_upscaler(tiny_sd_path: Path) -> None:
         SettingsError, match="is a StableDiffusionPipeline; use one of StableDiffusionUpscalePipeline"
     ):
         load_upscaler(str(tiny_sd_path), "cpu", torch.float32)
+
+
+def test_a_configured_diffusers_upscaler_is_used(
+    tiny_sd_path: Path,
+    tiny_upscaler_path: Path,
+    sd_engine: Engine,
+    source: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With ENGINE__UPSCALER set to an x4 upscaler directory, upscales go through it before the light pass."""
+    monkeypatch.setattr(upscalers, "UPSCALER_STEPS", 2)  # keep the tiny upscaler quick
+    settings = EngineSettings(upscaler=str(tiny_upscaler_path), max_output_side=256)
+    engine = Engine.load(str(tiny_sd_path), device="cpu", dtype="float32", settings=settings)
+    assert engine.upscaler.name == str(tiny_upscaler_path)
+    request = make_request(
+        engine,
+        kind=JobKind.UPSCALE,
+        strength=UPSCALE_STRENGTH["subtle"],
+        init_image=str(source),
+        scale=2,
+        upscale_mode="subtle",
+        width=128,
+        height=128,
+        images=1,
+        steps=1,
+    )
+    with_upscaler = engine.run([request])[0].images[0]
+    resampled = sd_engine.run([request])[0].images[0]
+    assert with_upscaler.size == (128, 128)
+    assert max_difference([with_upscaler], [resampled]) > 0

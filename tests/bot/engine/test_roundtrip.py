@@ -9,7 +9,8 @@ from PIL import Image
 
 from bot.engine.engine import Engine
 from bot.engine.png import encode_png, read_recipe
-from bot.engine.recipes import replay_request, upscale_request, vary_request
+from bot.engine.recipes import replay_request
+from bot.engine.types import JobKind
 from tests.bot.engine.helpers import make_request, max_difference
 
 pytestmark = pytest.mark.slow
@@ -42,17 +43,28 @@ def test_every_image_of_a_grid_replays_from_its_png(
 
 
 def test_variations_and_upscales_replay_from_their_pngs(fewstep_engine: Engine, tmp_path: Path) -> None:
-    """A variation of an upscale of an image, each re-made from its own PNG, matches pixel for pixel."""
+    """A variation, and an upscale of that variation, each re-made from its own PNG, match exactly."""
     first = fewstep_engine.run([make_request(fewstep_engine, seed=5, images=1, chaos=40)])[0]
     parent = save(tmp_path, "parent.png", first.images[0], first.recipes[0])
 
-    varied = fewstep_engine.run([vary_request(read_recipe(parent), str(parent), mode="strong", seed=9)])[0]
+    vary = make_request(fewstep_engine, seed=9, kind=JobKind.VARY, strength=0.7, init_image=str(parent))
+    varied = fewstep_engine.run([vary])[0]
     child = save(tmp_path, "child.png", varied.images[3], varied.recipes[3])
     assert max_difference([replay(fewstep_engine, child)], [Image.open(child)]) == 0
 
-    upscaled = fewstep_engine.run(
-        [upscale_request(read_recipe(child), str(child), scale=2, mode="creative")]
-    )[0]
+    upscale = make_request(
+        fewstep_engine,
+        seed=9,
+        kind=JobKind.UPSCALE,
+        strength=0.55,
+        init_image=str(child),
+        scale=2,
+        upscale_mode="creative",
+        width=128,
+        height=128,
+        images=1,
+    )
+    upscaled = fewstep_engine.run([upscale])[0]
     big = save(tmp_path, "big.png", upscaled.images[0], upscaled.recipes[0])
-    assert read_recipe(big).scale == 2 and read_recipe(big).parent == str(child)
+    assert (read_recipe(big).scale, read_recipe(big).parent) == (2, str(child))
     assert max_difference([replay(fewstep_engine, big)], [Image.open(big)]) == 0

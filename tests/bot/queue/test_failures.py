@@ -8,13 +8,21 @@ import signal
 import sys
 from pathlib import Path
 
-from bot.credits import LedgerKind
+from bot.credits import CreditStore, LedgerKind
 from bot.errors import InvalidRequest
 from bot.queue import FakeWorker, Job, JobStatus
 from bot.queue.store import JobStore
 from bot.settings import Settings
 from bot.store import Database
-from tests.bot.queue.helpers import SCOPE, Recorder, finished, imagine, make_settings, running_queue
+from tests.bot.queue.helpers import (
+    OTHER_SCOPE,
+    SCOPE,
+    Recorder,
+    finished,
+    imagine,
+    make_settings,
+    running_queue,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -193,3 +201,26 @@ async def test_restart_after_kill_retries_once_then_fails_and_credits_balance(tm
             delivered = sum(j.cost for j in jobs if j.owner == owner and j.status is JobStatus.DONE)
             balance = await credits.balance(SCOPE, owner)
             assert (balance.free_left, balance.held) == (40 - delivered, 0)
+
+
+async def test_start_returns_holds_of_missing_jobs_and_keeps_queued_ones(tmp_path: Path) -> None:
+    """Credits held for a job that does not exist come back at start-up; a waiting job keeps its hold."""
+    settings = make_settings(tmp_path)
+    worker = FakeWorker()
+    worker.gate = asyncio.Event()
+    async with running_queue(settings, [worker]) as (queue, _, _):
+        blocker = await queue.submit(SCOPE, 1, imagine())
+        await worker.started.wait()
+        waiting = await queue.submit(OTHER_SCOPE, 2, imagine())
+        await queue.pause(OTHER_SCOPE)  # keeps it waiting across the restart
+        worker.gate.set()
+        await finished(queue, blocker.id)
+    async with await Database.open(settings.database_path) as db:
+        orphan = await CreditStore(db, settings.credits).reserve(SCOPE, 7, 4, None)
+        assert orphan.amount == 4
+    async with running_queue(settings) as (queue, credits, _):
+        assert [h.id for h in await credits.open_holds()] == [waiting.hold_id]
+        assert (await credits.balance(SCOPE, 7)).held == 0
+        await queue.resume(OTHER_SCOPE)
+        assert (await finished(queue, waiting.id)).status is JobStatus.DONE
+        assert await credits.verify() == []
