@@ -1,8 +1,9 @@
 """`python -m bot`: settings → database → engine → queue → Discord, and a clean shutdown.
 
 The token is read from the settings (environment or `.env`) and handed to discord.py only; it is never
-logged, and a login failure is reported without it. SIGINT/SIGTERM stop the client first (no new jobs
-arrive), then the queue, which finishes or checkpoints the running batch and leaves the rest queued.
+logged, and a login failure is reported without it. SIGINT/SIGTERM stop the queue first, while
+still connected (it refuses new jobs, finishes or checkpoints the running batch so its results are
+delivered, and leaves the rest queued), then the client, then the database.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ async def serve(settings: Settings) -> None:
                     raise error
             else:
                 log.info("Shutting down: finishing the running batch, leaving queued jobs for the next start")
+                await services.queue.stop()  # still connected, so the batch's results are delivered
+                await bot.presenter.flush()
                 await bot.close()
                 await asyncio.gather(runner, return_exceptions=True)
     finally:

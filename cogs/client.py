@@ -82,13 +82,14 @@ class AtelierBot(commands.Bot):
 
     async def on_ready(self) -> None:
         settings = self.services.settings
-        profile = self.services.profile
+        workers = self.services.queue.workers
+        engine = getattr(workers[0], "engine", None)
         log.info(
             "Atelier ready as %s: model %s (%s), devices %s, dtype %s, %d guild(s)",
             self.user,
             settings.model,
-            profile.family,
-            ",".join(w.device for w in self.services.queue.workers),
-            settings.dtype,
+            self.services.profile.family,
+            ",".join(w.device for w in workers),
+            getattr(engine, "dtype", settings.dtype),
             len(self.guilds),
         )

@@ -155,6 +155,12 @@ class Presenter:
             new = await channel.send(content, file=file, view=view)
             await self.bot.services.queue.set_message(job.id, new.channel.id, new.id)
 
+    async def flush(self, timeout: float = 10.0) -> None:
+        """Wait (a bounded time) for the edits in flight, so a shutdown still shows final states."""
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
     async def close(self) -> None:
         for task in list(self._tasks.values()):
             task.cancel()
