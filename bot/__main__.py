@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="start the Discord bot (the default)")
 
     generate = commands.add_parser("generate", help="make one 2×2 grid without Discord, to check the GPU")
-    generate.add_argument("prompt", help='the prompt with its flags, e.g. "a castle at dusk --ar 3:2 --seed 7"')
+    generate.add_argument(
+        "prompt", help='the prompt with its flags, e.g. "a castle at dusk --ar 3:2 --seed 7"'
+    )
     generate.add_argument("--out", default="out", help="directory for the grid and the four images")
     generate.add_argument("--model", help="override MODEL (hub id or local diffusers directory)")
     generate.add_argument("--device", help="override DEVICE")

@@ -27,8 +27,8 @@ def run_bot() -> int:
     logging.getLogger().setLevel(settings.log_level)
     if settings.discord_token is None:
         raise SettingsError(
-            "DISCORD_TOKEN is not set: create a bot in the Discord developer portal and put its token in .env "
-            "(see README, 'Create the Discord application')."
+            "DISCORD_TOKEN is not set: create a bot in the Discord developer portal and put its token "
+            "in .env (see README, 'Create the Discord application')."
         )
     asyncio.run(serve(settings))
     return 0
@@ -65,7 +65,9 @@ async def serve(settings: Settings) -> None:
                 stopper.cancel()
                 error = runner.exception()
                 if isinstance(error, discord.LoginFailure):
-                    raise SettingsError("Discord refused DISCORD_TOKEN: copy the bot token again from the portal.")
+                    raise SettingsError(
+                        "Discord refused DISCORD_TOKEN: copy the bot token again from the portal."
+                    )
                 if error is not None:
                     raise error
             else:

@@ -49,7 +49,12 @@ def fit_for_upload(data: bytes, filename: str, limit: int) -> OutgoingFile:
         raise InvalidImage(f"The stored image {filename} cannot be read: {exc}") from None
     stem = Path(filename).stem
     rgb = image.convert("RGB")
-    for fmt, ext, quality in (("WEBP", "webp", 92), ("WEBP", "webp", 80), ("JPEG", "jpg", 85), ("JPEG", "jpg", 70)):
+    for fmt, ext, quality in (
+        ("WEBP", "webp", 92),
+        ("WEBP", "webp", 80),
+        ("JPEG", "jpg", 85),
+        ("JPEG", "jpg", 70),
+    ):
         encoded = _encode(rgb, fmt, quality)
         if len(encoded) <= limit:
             note = f"Re-encoded as {fmt} (quality {quality}) to fit Discord's {_mb(limit)} upload limit."
@@ -60,7 +65,8 @@ def fit_for_upload(data: bytes, filename: str, limit: int) -> OutgoingFile:
         encoded = _encode(smaller, "JPEG", 80)
         if len(encoded) <= limit:
             note = (
-                f"Shrunk to {smaller.width}×{smaller.height} JPEG to fit Discord's {_mb(limit)} upload limit; "
+                f"Shrunk to {smaller.width}×{smaller.height} JPEG to fit Discord's {_mb(limit)} "
+                "upload limit; "
                 "the full-size PNG is kept on the server."
             )
             return OutgoingFile(encoded, f"{stem}.jpg", note)

@@ -54,7 +54,9 @@ def variation(
     )
 
 
-def upscale(parent: Any, index: int, mode: Literal["subtle", "creative"], scale: int = 2) -> GenerationRequest:
+def upscale(
+    parent: Any, index: int, mode: Literal["subtle", "creative"], scale: int = 2
+) -> GenerationRequest:
     """Upscale (Subtle|Creative): image `index` of `parent`, `scale` times larger."""
     _check_index(parent, index)
     source: GenerationRequest = parent.request
@@ -117,7 +119,8 @@ def upscale_upload(
     out_w, out_h = width * scale, height * scale
     if max(out_w, out_h) > engine.max_output_side:
         raise InvalidRequest(
-            f"A {scale}× upscale of a {width}×{height} image would be {out_w}×{out_h}; the largest side allowed "
+            f"A {scale}× upscale of a {width}×{height} image would be {out_w}×{out_h}; "
+            "the largest side allowed "
             f"is {engine.max_output_side}. Try scale 2 or a smaller image."
         )
     return GenerationRequest(
@@ -147,4 +150,6 @@ def native_size_like(width: int, height: int, profile: ModelProfile) -> tuple[in
 
 def _check_index(parent: Any, index: int) -> None:
     if not 1 <= index <= len(parent.result_paths):
-        raise InvalidRequest(f"Job {parent.id} has {len(parent.result_paths)} image(s); there is no image {index}.")
+        raise InvalidRequest(
+            f"Job {parent.id} has {len(parent.result_paths)} image(s); there is no image {index}."
+        )

@@ -43,7 +43,9 @@ class Preferences:
         return " ".join(flags)
 
 
-GET_PREFERENCES = "SELECT aspect, stylize, relax, private FROM member_preferences WHERE scope = ? AND user_id = ?"
+GET_PREFERENCES = (
+    "SELECT aspect, stylize, relax, private FROM member_preferences WHERE scope = ? AND user_id = ?"
+)
 UPSERT_PREFERENCES = """
 INSERT INTO member_preferences (scope, user_id, aspect, stylize, relax, private, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -54,7 +56,8 @@ ON CONFLICT (scope, user_id) DO UPDATE SET
 GET_MODERATOR_ROLE = "SELECT moderator_role_id FROM scope_config WHERE scope = ?"
 UPSERT_MODERATOR_ROLE = """
 INSERT INTO scope_config (scope, moderator_role_id, updated_at) VALUES (?, ?, ?)
-ON CONFLICT (scope) DO UPDATE SET moderator_role_id = excluded.moderator_role_id, updated_at = excluded.updated_at
+ON CONFLICT (scope) DO UPDATE SET
+    moderator_role_id = excluded.moderator_role_id, updated_at = excluded.updated_at
 """
 DELETE_PREFERENCES = "DELETE FROM member_preferences WHERE scope = ? AND user_id = ?"
 

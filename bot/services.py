@@ -48,7 +48,9 @@ async def load_local_workers(settings: Settings) -> list[Worker]:
         engine = await asyncio.to_thread(
             Engine.load, settings.model, device=device, dtype=settings.dtype, settings=settings.engine
         )
-        log.info("Loaded %s on %s (%s, %s)", settings.model, engine.device, engine.dtype, engine.profile.family)
+        log.info(
+            "Loaded %s on %s (%s, %s)", settings.model, engine.device, engine.dtype, engine.profile.family
+        )
         workers.append(LocalWorker(engine, name=f"worker-{len(workers)}"))
     return workers
 

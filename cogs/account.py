@@ -48,7 +48,9 @@ class Account(commands.Cog):
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="credits", description="Your credit balance, when it refills, and your queued jobs")
+    @app_commands.command(
+        name="credits", description="Your credit balance, when it refills, and your queued jobs"
+    )
     async def credits(self, interaction: discord.Interaction) -> None:
         services = self.bot.services
         scope = scope_of(interaction)
@@ -61,7 +63,9 @@ class Account(commands.Cog):
         snapshot = await self.bot.services.queue.snapshot(scope_of(interaction))
         lines = []
         for entry in snapshot.running:
-            lines.append(f"▶ job {entry.job.id} · <@{entry.job.owner}> · {render.cost_text(entry.job)} · running")
+            lines.append(
+                f"▶ job {entry.job.id} · <@{entry.job.owner}> · {render.cost_text(entry.job)} · running"
+            )
         for entry in snapshot.waiting[:QUEUE_SHOWN]:
             eta = render.eta_text(entry.eta_s).removeprefix(", ")
             lines.append(f"{entry.position}. job {entry.job.id} · <@{entry.job.owner}> · {eta or 'soon'}")
@@ -72,7 +76,9 @@ class Account(commands.Cog):
         if getattr(snapshot, "paused", False):
             lines.insert(0, "⏸ The queue is paused here by a moderator.")
         text = "\n".join(lines) if lines else "The queue is empty: your next /imagine starts right away."
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+        await interaction.response.send_message(
+            text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        )
 
     @app_commands.command(name="cancel", description="Cancel one of your queued or running jobs")
     @app_commands.describe(job="The job number (default: your most recent waiting or running job)")
@@ -90,7 +96,9 @@ class Account(commands.Cog):
             f"Cancelled job {cancelled.id}. {render.refunded(cancelled)}", ephemeral=True
         )
 
-    @app_commands.command(name="settings", description="Your defaults for new jobs here (shown if you give none)")
+    @app_commands.command(
+        name="settings", description="Your defaults for new jobs here (shown if you give none)"
+    )
     @app_commands.describe(
         aspect="Default aspect ratio",
         stylize="Default --stylize (0–1000)",
@@ -123,7 +131,8 @@ class Account(commands.Cog):
         text = (
             f"Your defaults here: aspect **{prefs.aspect or 'model default'}**, "
             f"stylize **{prefs.stylize if prefs.stylize is not None else 'default'}**, "
-            f"relax **{'on' if prefs.relax else 'off'}**, private results **{'on' if prefs.private else 'off'}**.\n"
+            f"relax **{'on' if prefs.relax else 'off'}**, "
+            f"private results **{'on' if prefs.private else 'off'}**.\n"
             "Flags typed in a prompt always win over these."
         )
         await interaction.response.send_message(text, ephemeral=True)

@@ -35,7 +35,9 @@ class Origin(Protocol):
     channel_id: int
     upload_limit: int
 
-    async def post(self, content: str, *, file: discord.File | None = None, view: Any = None) -> discord.Message: ...
+    async def post(
+        self, content: str, *, file: discord.File | None = None, view: Any = None
+    ) -> discord.Message: ...
 
     async def refuse(self, text: str) -> None: ...
 
@@ -62,7 +64,9 @@ class InteractionOrigin:
         await self.interaction.response.defer(ephemeral=True, thinking=True)
         self._private_ack = True
 
-    async def post(self, content: str, *, file: discord.File | None = None, view: Any = None) -> discord.Message:
+    async def post(
+        self, content: str, *, file: discord.File | None = None, view: Any = None
+    ) -> discord.Message:
         extra: dict[str, Any] = {"file": file} if file else {}
         if view is not None:
             extra["view"] = view
@@ -87,14 +91,18 @@ class InteractionOrigin:
 class ReactionOrigin:
     """A reaction on a result message: answers go to the channel, refusals to the member's DMs."""
 
-    def __init__(self, channel: discord.abc.Messageable, user: discord.abc.User, scope: int, limit: int) -> None:
+    def __init__(
+        self, channel: discord.abc.Messageable, user: discord.abc.User, scope: int, limit: int
+    ) -> None:
         self.channel = channel
         self.user = user
         self.scope = scope
         self.channel_id = getattr(channel, "id", 0)
         self.upload_limit = limit
 
-    async def post(self, content: str, *, file: discord.File | None = None, view: Any = None) -> discord.Message:
+    async def post(
+        self, content: str, *, file: discord.File | None = None, view: Any = None
+    ) -> discord.Message:
         extra: dict[str, Any] = {"file": file} if file else {}
         if view is not None:
             extra["view"] = view
@@ -125,7 +133,9 @@ async def start_job(
     """Queue `request` for the origin's member and post its job message (in DMs for private members)."""
     services = bot.services
     preferences = await services.members.preferences(origin.scope, origin.user.id)
-    job = await services.queue.submit(origin.scope, origin.user.id, request, channel_id=origin.channel_id, parent=parent)
+    job = await services.queue.submit(
+        origin.scope, origin.user.id, request, channel_id=origin.channel_id, parent=parent
+    )
     position, eta = await services.queue.position(job.id)
     text = render.waiting(job, position, eta)
     try:

@@ -25,7 +25,9 @@ LABELS = {
 ACTION_PATTERN = "u[1-4]|v[1-4]|rr|vs|vx|us|uc"
 
 
-class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"atelier:(?P<job>\d+):(?P<action>{ACTION_PATTERN})"):
+class JobButton(
+    discord.ui.DynamicItem[discord.ui.Button], template=rf"atelier:(?P<job>\d+):(?P<action>{ACTION_PATTERN})"
+):
     """One button of a result message; the callback hands the action to `cogs.actions`."""
 
     def __init__(self, job_id: int, action: str) -> None:

@@ -51,12 +51,16 @@ async def tell(interaction: discord.Interaction, text: str) -> None:
         log.warning("Could not deliver an error message to %s", interaction.user.id)
 
 
-async def report_error(interaction: discord.Interaction, error: BaseException, *, job_id: int | None = None) -> None:
+async def report_error(
+    interaction: discord.Interaction, error: BaseException, *, job_id: int | None = None
+) -> None:
     await tell(interaction, user_message(error, job_id=job_id))
 
 
 class AtelierTree(app_commands.CommandTree):
     """Command tree whose `on_error` is the error funnel."""
 
-    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError, /) -> None:
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError, /
+    ) -> None:
         await report_error(interaction, error)

@@ -69,7 +69,8 @@ async def read_upload(bot: AtelierBot, scope: int, attachment: discord.Attachmen
         )
     if attachment.content_type and not attachment.content_type.startswith("image/"):
         raise InvalidImage(
-            f"`{attachment.filename}` is not an image ({attachment.content_type}). Upload a PNG, JPEG or WebP."
+            f"`{attachment.filename}` is not an image ({attachment.content_type}). "
+            "Upload a PNG, JPEG or WebP."
         )
     data = await attachment.read()
     image = await asyncio.to_thread(
@@ -83,7 +84,9 @@ class Imagine(commands.Cog):
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="imagine", description="Make four images from a prompt (flags: --ar --seed --no ...)")
+    @app_commands.command(
+        name="imagine", description="Make four images from a prompt (flags: --ar --seed --no ...)"
+    )
     @app_commands.describe(
         prompt="What to draw, with optional flags: --ar 16:9 --seed 42 --no fog --chaos 30 --stylize 250",
         aspect="Aspect ratio (same as --ar)",
@@ -144,7 +147,9 @@ class Imagine(commands.Cog):
         services = self.bot.services
         await origin.defer_privately()
         path, width, height = await read_upload(self.bot, origin.scope, image)
-        request = followups.upscale_upload(path, width, height, services.profile, scale, mode, services.settings.engine)
+        request = followups.upscale_upload(
+            path, width, height, services.profile, scale, mode, services.settings.engine
+        )
         await start_job(self.bot, origin, request)
 
 

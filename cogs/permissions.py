@@ -21,7 +21,10 @@ async def is_moderator(interaction: discord.Interaction) -> bool:
         return True
     roles = {role.id for role in getattr(interaction.user, "roles", [])}
     services = client.services  # type: ignore[attr-defined]
-    configured = {services.settings.discord.moderator_role_id, await services.members.moderator_role(interaction.guild_id)}
+    configured = {
+        services.settings.discord.moderator_role_id,
+        await services.members.moderator_role(interaction.guild_id),
+    }
     return bool(roles & {r for r in configured if r})
 
 

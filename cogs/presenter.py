@@ -73,15 +73,18 @@ class Presenter:
         pending = self._pending.get(event.job_id)
         if pending is not None and pending.event.type in FINAL:
             return  # nothing replaces a final state
-        if pending is not None and event.type == EventType.PROGRESS and event.preview_png is None:
-            if pending.event.preview_png is not None:  # keep the last preview we have not shown yet
-                event = JobEvent(**{**event.__dict__, "preview_png": pending.event.preview_png})
+        keep_preview = pending is not None and pending.event.preview_png is not None
+        if keep_preview and event.type == EventType.PROGRESS and event.preview_png is None:
+            # keep the last preview we have not shown yet
+            event = JobEvent(**{**event.__dict__, "preview_png": pending.event.preview_png})
         self._pending[event.job_id] = Pending(event, event.job)
         if event.type in FINAL:
             self._finished.setdefault(event.job_id, asyncio.Event()).set()
         task = self._tasks.get(event.job_id)
         if task is None or task.done():
-            self._tasks[event.job_id] = asyncio.create_task(self._apply_loop(event.job_id), name=f"job-{event.job_id}")
+            self._tasks[event.job_id] = asyncio.create_task(
+                self._apply_loop(event.job_id), name=f"job-{event.job_id}"
+            )
 
     async def _apply_loop(self, job_id: int) -> None:
         while job_id in self._pending:
@@ -155,11 +158,11 @@ class Presenter:
             new = await channel.send(content, file=file, view=view)
             await self.bot.services.queue.set_message(job.id, new.channel.id, new.id)
 
-    async def flush(self, timeout: float = 10.0) -> None:
+    async def flush(self, grace_s: float = 10.0) -> None:
         """Wait (a bounded time) for the edits in flight, so a shutdown still shows final states."""
         tasks = list(self._tasks.values())
         if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+            await asyncio.wait(tasks, timeout=grace_s)
 
     async def close(self) -> None:
         for task in list(self._tasks.values()):

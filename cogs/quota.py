@@ -26,16 +26,22 @@ LEDGER_SHOWN = 10
 
 
 @app_commands.default_permissions(manage_guild=True)
-class Quota(commands.GroupCog, group_name="quota", group_description="Moderators: credits, quotas and the queue"):
+class Quota(
+    commands.GroupCog, group_name="quota", group_description="Moderators: credits, quotas and the queue"
+):
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
         super().__init__()
 
     async def _reply(self, interaction: discord.Interaction, text: str) -> None:
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+        await interaction.response.send_message(
+            text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        )
 
     @app_commands.command(name="set", description="Give a member their own free allowance per period")
-    @app_commands.describe(user="The member", allowance="Free credits per period", unlimited="No limit at all")
+    @app_commands.describe(
+        user="The member", allowance="Free credits per period", unlimited="No limit at all"
+    )
     @moderator_only()
     async def set_allowance(
         self,
@@ -47,8 +53,14 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Moderators
         await self.bot.services.credits.set_allowance(
             scope_of(interaction), user.id, allowance, unlimited=unlimited, actor=interaction.user.id
         )
-        what = "unlimited credits" if unlimited else (
-            f"{allowance} free credits per period" if allowance is not None else "the server default allowance"
+        what = (
+            "unlimited credits"
+            if unlimited
+            else (
+                f"{allowance} free credits per period"
+                if allowance is not None
+                else "the server default allowance"
+            )
         )
         await self._reply(interaction, f"{user.mention} now has {what}.")
 
@@ -61,7 +73,9 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Moderators
         credits = self.bot.services.credits
         await credits.grant(scope_of(interaction), user.id, amount, reason, actor=interaction.user.id)
         balance = await credits.balance(scope_of(interaction), user.id)
-        await self._reply(interaction, f"Gave {user.mention} {amount} bonus credits; they now have {balance.available}.")
+        await self._reply(
+            interaction, f"Gave {user.mention} {amount} bonus credits; they now have {balance.available}."
+        )
 
     @app_commands.command(name="revoke", description="Take bonus credits away from a member")
     @app_commands.describe(user="The member", amount="Credits to take", reason="Shown in the ledger")
@@ -72,7 +86,9 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Moderators
         credits = self.bot.services.credits
         await credits.revoke(scope_of(interaction), user.id, amount, reason, actor=interaction.user.id)
         balance = await credits.balance(scope_of(interaction), user.id)
-        await self._reply(interaction, f"Took {amount} credits from {user.mention}; they now have {balance.available}.")
+        await self._reply(
+            interaction, f"Took {amount} credits from {user.mention}; they now have {balance.available}."
+        )
 
     @app_commands.command(name="show", description="A member's balance and latest ledger entries")
     @app_commands.describe(user="The member")
@@ -94,7 +110,9 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Moderators
         await self._reply(interaction, "\n".join(lines))
 
     @app_commands.command(name="default", description="The server's free allowance and how often it refills")
-    @app_commands.describe(allowance="Free credits per member per period", period="Refills at 00:00 UTC (weeks: Monday)")
+    @app_commands.describe(
+        allowance="Free credits per member per period", period="Refills at 00:00 UTC (weeks: Monday)"
+    )
     @moderator_only()
     async def default(
         self,
@@ -107,8 +125,12 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Moderators
         )
         await self._reply(interaction, f"Everyone here now gets {allowance} free credits per {period}.")
 
-    @app_commands.command(name="prices", description="Credits per unit of work (one native-size image) for a kind of job")
-    @app_commands.describe(kind="Which kind of job", credits_per_unit="e.g. 1 = one credit per standard image")
+    @app_commands.command(
+        name="prices", description="Credits per unit of work (one native-size image) for a kind of job"
+    )
+    @app_commands.describe(
+        kind="Which kind of job", credits_per_unit="e.g. 1 = one credit per standard image"
+    )
     @moderator_only()
     async def prices(
         self,
@@ -125,7 +147,9 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Moderators
     @app_commands.describe(user="The member", reason="Shown in the ledger")
     @moderator_only()
     async def block(self, interaction: discord.Interaction, user: discord.User, reason: str = "") -> None:
-        await self.bot.services.credits.block(scope_of(interaction), user.id, actor=interaction.user.id, reason=reason)
+        await self.bot.services.credits.block(
+            scope_of(interaction), user.id, actor=interaction.user.id, reason=reason
+        )
         await self._reply(interaction, f"{user.mention} can no longer generate images here.")
 
     @app_commands.command(name="unblock", description="Let a blocked member generate images again")
@@ -144,7 +168,9 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Moderators
         )
         await self._reply(interaction, f"Relax mode is now {mode} here.")
 
-    @app_commands.command(name="pause", description="Stop starting new jobs from this server (queued jobs wait)")
+    @app_commands.command(
+        name="pause", description="Stop starting new jobs from this server (queued jobs wait)"
+    )
     @moderator_only()
     async def pause(self, interaction: discord.Interaction) -> None:
         await self.bot.services.queue.pause(scope_of(interaction))
@@ -156,12 +182,16 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Moderators
         await self.bot.services.queue.resume(scope_of(interaction))
         await self._reply(interaction, "The queue is running again here.")
 
-    @app_commands.command(name="clear", description="Cancel all of a member's waiting jobs (credits returned)")
+    @app_commands.command(
+        name="clear", description="Cancel all of a member's waiting jobs (credits returned)"
+    )
     @app_commands.describe(user="The member")
     @moderator_only()
     async def clear(self, interaction: discord.Interaction, user: discord.User) -> None:
         cleared = await self.bot.services.queue.clear(scope_of(interaction), user.id, by=interaction.user.id)
-        await self._reply(interaction, f"Cancelled {len(cleared)} waiting job(s) of {user.mention}; credits returned.")
+        await self._reply(
+            interaction, f"Cancelled {len(cleared)} waiting job(s) of {user.mention}; credits returned."
+        )
 
     @app_commands.command(name="modrole", description="Members with this role count as moderators here")
     @app_commands.describe(role="The role (leave empty to remove it)")

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.errors import AtelierError, JobNotFound
 from bot.engine.png import parameters_text
+from bot.errors import AtelierError, JobNotFound
 from cogs.actions import DM_UPLOAD_LIMIT, ReactionOrigin, is_grid, outgoing, perform
 from cogs.errors import user_message
 from cogs.permissions import member_is_moderator
@@ -56,9 +56,11 @@ class Reactions(commands.Cog):
         except Exception as error:
             await origin.refuse(user_message(error, job_id=job.id))
 
-    async def _act(self, origin: ReactionOrigin, channel: discord.abc.Messageable, message_id: int, job, action: str) -> None:
+    async def _act(
+        self, origin: ReactionOrigin, channel: discord.abc.Messageable, message_id: int, job, action: str
+    ) -> None:
         grid = is_grid(job)
-        if action in GRID_ONLY and not grid or action in SINGLE_ONLY and grid:
+        if (action in GRID_ONLY and not grid) or (action in SINGLE_ONLY and grid):
             return  # the emoji means nothing on this kind of message
         if action == "dm":
             await self._send_recipes(job)

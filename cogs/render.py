@@ -15,7 +15,9 @@ PROMPT_SHOWN = 300  #: characters of the prompt shown in a job message
 def headline(job: Any) -> str:
     """`**prompt** — @owner` plus what the job is, e.g. `(variation of job 12, image 3)`."""
     request = job.request
-    prompt = request.prompt if len(request.prompt) <= PROMPT_SHOWN else request.prompt[: PROMPT_SHOWN - 1] + "…"
+    prompt = (
+        request.prompt if len(request.prompt) <= PROMPT_SHOWN else request.prompt[: PROMPT_SHOWN - 1] + "…"
+    )
     what = {
         JobKind.IMAGINE: "",
         JobKind.VARY: " · variation",
@@ -62,7 +64,8 @@ def done(job: Any, note: str | None = None) -> str:
     seconds = ""
     if getattr(job, "started_at", None) and getattr(job, "finished_at", None):
         seconds = f" in {job.finished_at - job.started_at:.0f} s"
-    text = f"{headline(job)}\nDone{seconds} · seed {request.seed} · {request.width}×{request.height} · {cost_text(job)}"
+    size = f"{request.width}×{request.height}"
+    text = f"{headline(job)}\nDone{seconds} · seed {request.seed} · {size} · {cost_text(job)}"
     text += f" · job {job.id}"
     warnings = getattr(job, "warnings", None) or []
     for line in [*warnings, note]:

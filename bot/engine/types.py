@@ -142,4 +142,4 @@ class GenerationResult:
 
 
 def round_to_multiple(value: float, multiple: int = 64) -> int:
-    return max(multiple, int(math.floor(value / multiple + 0.5)) * multiple)
+    return max(multiple, math.floor(value / multiple + 0.5) * multiple)

@@ -21,7 +21,11 @@ def test_defaults_need_no_environment(monkeypatch, tmp_path):
         ("DEVICE", "gpu", "DEVICE='gpu': use auto, cpu, mps, cuda or cuda:N"),
         ("DTYPE", "fp8", "DTYPE='fp8': Input should be 'auto', 'float32', 'float16' or 'bfloat16'"),
         ("QUEUE__MAX_QUEUED_PER_MEMBER", "0", "QUEUE__MAX_QUEUED_PER_MEMBER='0': Input should be greater"),
-        ("CREDITS__PERIOD", "fortnight", "CREDITS__PERIOD='fortnight': Input should be 'day', 'week' or 'month'"),
+        (
+            "CREDITS__PERIOD",
+            "fortnight",
+            "CREDITS__PERIOD='fortnight': Input should be 'day', 'week' or 'month'",
+        ),
         ("DISCORD__REACTIONS", '{"🔥": "explode"}', "DISCORD__REACTIONS: unknown action(s) ['explode']"),
     ],
 )

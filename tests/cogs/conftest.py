@@ -1,4 +1,4 @@
-"""The real Atelier bot, driven through simcord's simulated Discord, on a fake (instant, torch-free) worker."""
+"""The real Atelier bot, driven through simcord's simulated Discord, on an instant torch-free worker."""
 
 from __future__ import annotations
 

@@ -11,7 +11,13 @@ import discord
 from PIL import Image
 
 
-async def until(env: Any, condition: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
+async def until(
+    env: Any,
+    condition: Callable[[], Any],
+    *,
+    timeout: float = 10.0,  # noqa: ASYNC109 - a polling helper for tests, not a cancellable wait
+    what: str = "condition",
+) -> Any:
     """Let the bot work (its own tasks and its file writes in threads) until `condition()` is truthy."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -71,6 +77,8 @@ def refusals(env: Any) -> list[BaseException]:
         original = error
         while isinstance(original, app_commands.CommandInvokeError) and original.__cause__ is not None:
             original = original.__cause__
-        assert isinstance(original, AtelierError | app_commands.CheckFailure), f"unexpected error: {original!r}"
+        assert isinstance(original, AtelierError | app_commands.CheckFailure), (
+            f"unexpected error: {original!r}"
+        )
         found.append(original)
     return found

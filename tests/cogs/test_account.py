@@ -32,7 +32,7 @@ async def test_credits_shows_free_bonus_refill_and_queue(simcord_env, services, 
 
 async def test_queue_lists_waiting_and_running_jobs(simcord_env, services, worker, world):
     """/queue shows the running job and the waiting ones in order, with owners."""
-    guild, channel, alice, bob = world
+    _guild, channel, alice, bob = world
     worker.gate = asyncio.Event()
     await alice.slash(channel, "imagine", prompt="one")
     await bob.slash(channel, "imagine", prompt="two")
@@ -61,7 +61,7 @@ async def test_cancel_own_waiting_job_refunds_it(simcord_env, services, worker, 
 
 async def test_cannot_cancel_someone_elses_job(simcord_env, services, worker, world):
     """A member cannot cancel another member's job; the job keeps its place."""
-    guild, channel, alice, bob = world
+    _guild, channel, alice, bob = world
     worker.gate = asyncio.Event()
     await alice.slash(channel, "imagine", prompt="alice's")
     result = await bob.slash(channel, "cancel", job=1)
@@ -93,7 +93,7 @@ async def test_settings_are_saved_and_shown(simcord_env, services, world):
 
 async def test_private_results_arrive_by_dm(simcord_env, services, world):
     """With private results on, the channel gets nothing public; the job message lives in the member's DMs."""
-    guild, channel, alice, _ = world
+    _guild, channel, alice, _ = world
     await alice.slash(channel, "settings", private=True)
     result = await alice.slash(channel, "imagine", prompt="a secret garden")
     assert result.ephemeral and "privately" in result.response.content

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
 from bot.engine.types import JobKind
@@ -38,10 +41,12 @@ async def test_u_button_posts_that_image_alone_for_free(simcord_env, services, w
     result = await alice.click(grid, label="U2")
     assert not result.ephemeral
     single = result.response.message
-    assert button_rows(single) == [["Vary (Subtle)", "Vary (Strong)", "Upscale (Subtle)", "Upscale (Creative)"]]
+    assert button_rows(single) == [
+        ["Vary (Subtle)", "Vary (Strong)", "Upscale (Subtle)", "Upscale (Creative)"]
+    ]
     data = await single.attachments[0].read()
     parent = await services.queue.get(int(buttons(grid)["U2"].split(":")[1]))
-    assert data == open(parent.result_paths[1], "rb").read()
+    assert data == await asyncio.to_thread(Path(parent.result_paths[1]).read_bytes)
     after = await services.credits.balance(guild.id, alice.id)
     assert after.available == before.available
 
@@ -68,7 +73,7 @@ async def test_v_button_starts_a_variation_owned_and_paid_by_the_clicker(simcord
 
 async def test_reroll_makes_a_new_grid_with_new_seeds(simcord_env, services, world):
     """🔄 re-runs the same prompt with different seeds."""
-    guild, channel, alice, _ = world
+    _guild, channel, alice, _ = world
     grid = await make_grid(simcord_env, channel, alice)
     result = await alice.click(grid, custom_id=buttons(grid)["🔄"])
     await until(simcord_env, lambda: _message(channel, result.response.id).attachments)
@@ -81,7 +86,7 @@ async def test_reroll_makes_a_new_grid_with_new_seeds(simcord_env, services, wor
 
 async def test_upscale_button_makes_a_2x_image(simcord_env, services, world):
     """U1 → Upscale (Subtle) queues a 2× upscale of that image, charged by its size."""
-    guild, channel, alice, _ = world
+    _guild, channel, alice, _ = world
     grid = await make_grid(simcord_env, channel, alice)
     single = (await alice.click(grid, label="U1")).response.message
     result = await alice.click(single, label="Upscale (Subtle)")
@@ -96,7 +101,7 @@ async def test_upscale_button_makes_a_2x_image(simcord_env, services, world):
 
 async def test_buttons_keep_working_after_a_restart(simcord_env, services, settings, world):
     """Buttons carry the job in their id: after the bot restarts, U1 on an old grid still works."""
-    guild, channel, alice, _ = world
+    _guild, channel, alice, _ = world
     grid = await make_grid(simcord_env, channel, alice)
     await services.close()
     fresh = await open_services(settings, workers=[FakeWorker()])

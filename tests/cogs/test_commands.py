@@ -1,4 +1,4 @@
-"""Every slash command is well-formed: unique names, descriptions everywhere, moderator group hidden by default."""
+"""Every slash command is well-formed: unique names, descriptions everywhere, /quota hidden by default."""
 
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ async def test_every_command_and_option_has_a_description(simcord_env, simcord_b
     for command in commands:
         assert command.description and command.description != "…", command.qualified_name
         for parameter in getattr(command, "parameters", []):
-            assert parameter.description and parameter.description != "…", (command.qualified_name, parameter.name)
+            assert parameter.description and parameter.description != "…", (
+                command.qualified_name,
+                parameter.name,
+            )
 
 
 async def test_the_commands_members_expect_are_there(simcord_env, simcord_bot):
@@ -29,8 +32,19 @@ async def test_the_commands_members_expect_are_there(simcord_env, simcord_bot):
     assert top == {"imagine", "vary", "upscale", "credits", "queue", "cancel", "settings", "quota"}
     quota = simcord_bot.tree.get_command("quota")
     assert {c.name for c in quota.commands} == {
-        "set", "grant", "revoke", "show", "default", "prices", "block", "unblock",
-        "relax", "pause", "resume", "clear", "modrole",
+        "set",
+        "grant",
+        "revoke",
+        "show",
+        "default",
+        "prices",
+        "block",
+        "unblock",
+        "relax",
+        "pause",
+        "resume",
+        "clear",
+        "modrole",
     }
     assert quota.default_permissions.manage_guild
 

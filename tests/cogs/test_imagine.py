@@ -49,7 +49,9 @@ async def test_imagine_posts_a_grid_with_upscale_and_variation_buttons(simcord_e
         ("--ar 16:9", "prompt"),
     ],
 )
-async def test_malformed_prompt_is_refused_privately_and_costs_nothing(simcord_env, services, world, prompt, expected):
+async def test_malformed_prompt_is_refused_privately_and_costs_nothing(
+    simcord_env, services, world, prompt, expected
+):
     """A bad flag gets an ephemeral message naming the flag; nothing is queued or charged."""
     guild, channel, alice, _ = world
     result = await alice.slash(channel, "imagine", prompt=prompt)
@@ -88,7 +90,7 @@ async def test_relax_job_is_free_where_allowed(simcord_env, services, world):
 
 async def test_waiting_message_shows_position_and_updates(simcord_env, services, worker, world):
     """A queued job's message says its position, then follows the job to its grid."""
-    guild, channel, alice, bob = world
+    _guild, channel, alice, bob = world
     worker.gate = asyncio.Event()
     await alice.slash(channel, "imagine", prompt="first")
     second = await bob.slash(channel, "imagine", prompt="second")
@@ -104,13 +106,12 @@ def simcord_env_message(channel, message_id: int) -> discord.Message:
 
 async def test_progress_edits_are_throttled(simcord_env, services, worker, world, settings):
     """However many steps a job has, its message is edited at most once per interval while it runs."""
-    guild, channel, alice, _ = world
+    _guild, channel, alice, _ = world
     worker.step_delay = 0.05
     result = await alice.slash(channel, "imagine", prompt="a castle --steps 40")
     await until(simcord_env, done_message(channel), timeout=20)
     edits = [
-        r for r in simcord_env.http_requests
-        if r.method == "PATCH" and str(result.response.id) in r.path
+        r for r in simcord_env.http_requests if r.method == "PATCH" and str(result.response.id) in r.path
     ]
     run_seconds = 40 * 0.05
     assert len(edits) <= run_seconds / settings.discord.preview_edit_interval_s + 3
@@ -149,6 +150,8 @@ async def test_picker_options_and_saved_defaults_apply(simcord_env, services, wo
     await alice.slash(channel, "imagine", prompt="a castle", seed=7)
     await alice.slash(channel, "imagine", prompt="a castle --ar 1:1", aspect="2:1")
     await until(simcord_env, done_message(channel))
-    first, second = sorted(await services.queue.jobs_of(guild.id, alice.id, ("queued", "running", "done")), key=lambda j: j.id)
+    first, second = sorted(
+        await services.queue.jobs_of(guild.id, alice.id, ("queued", "running", "done")), key=lambda j: j.id
+    )
     assert first.request.width > first.request.height and first.request.seed == 7
     assert second.request.width == second.request.height

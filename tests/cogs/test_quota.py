@@ -72,7 +72,7 @@ async def test_amounts_are_bounded_in_the_command_schema(simcord_env, simcord_bo
 
 async def test_block_stops_a_member_and_unblock_lets_them_back(simcord_env, services, world):
     """A blocked member's /imagine is refused with a message saying a moderator blocked them."""
-    guild, channel, mod, alice = world
+    _guild, channel, mod, alice = world
     await mod.slash(channel, "quota block", user=alice.user, reason="spam")
     result = await alice.slash(channel, "imagine", prompt="a castle")
     assert result.ephemeral and "blocked" in result.response.content
@@ -99,7 +99,7 @@ async def test_set_default_prices_and_relax(simcord_env, services, world):
 
 async def test_pause_holds_new_work_in_this_server_only(simcord_env, services, world):
     """/quota pause stops jobs from this server starting; /quota resume lets them run."""
-    guild, channel, mod, alice = world
+    guild, channel, mod, _alice = world
     result = await mod.slash(channel, "quota pause")
     assert "paused" in result.response.content
     limits = await services.queue.limits(guild.id)
@@ -135,7 +135,7 @@ async def test_clear_cancels_a_members_waiting_jobs(simcord_env, services, worke
 
 async def test_show_a_member_who_never_used_the_bot(simcord_env, services, world):
     """/quota show for a newcomer shows a full allowance and no history instead of an error."""
-    guild, channel, mod, alice = world
+    _guild, channel, mod, alice = world
     result = await mod.slash(channel, "quota show", user=alice.user)
     assert "**40** credits available" in result.response.content
     assert "none yet" in result.response.content

@@ -34,7 +34,9 @@ async def test_number_reaction_picks_that_image(simcord_env, services, world):
     _, channel, alice, bob = world
     grid = await grid_of(simcord_env, channel, alice)
     await bob.react(grid, "3️⃣")
-    single = await until(simcord_env, lambda: channel.last_message if channel.last_message.id != grid.id else None)
+    single = await until(
+        simcord_env, lambda: channel.last_message if channel.last_message.id != grid.id else None
+    )
     assert single.attachments and "Upscale (Subtle)" in str(single.components)
     job = await services.queue.job_for_message(single.id)
     assert job.kind is JobKind.SELECT and job.owner == bob.id and job.parent_index == 3
@@ -58,7 +60,10 @@ async def test_reroll_and_upscale_reactions_start_jobs_paid_by_the_reactor(simco
     balance = await services.credits.balance(guild.id, bob.id)
     assert balance.available == balance.allowance - reroll.cost - upscale.cost
     alice_balance = await services.credits.balance(guild.id, alice.id)
-    assert alice_balance.available == alice_balance.allowance - (await services.queue.job_for_message(grid.id)).cost
+    assert (
+        alice_balance.available
+        == alice_balance.allowance - (await services.queue.job_for_message(grid.id)).cost
+    )
 
 
 async def test_cross_reaction_by_owner_cancels_a_waiting_job(simcord_env, services, worker, world):

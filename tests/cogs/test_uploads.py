@@ -22,8 +22,10 @@ def _message(channel, message_id):
 
 async def test_vary_an_upload_makes_a_grid_of_variations(simcord_env, services, world):
     """/vary with a PNG queues four variations at the model's size, in the image's aspect."""
-    guild, channel, alice = world
-    result = await alice.slash(channel, "vary", image=("photo.png", png_bytes((300, 200))), prompt="a red door", strength="strong")
+    _guild, channel, alice = world
+    result = await alice.slash(
+        channel, "vary", image=("photo.png", png_bytes((300, 200))), prompt="a red door", strength="strong"
+    )
     message = await until(simcord_env, lambda: next((m for m in channel.history() if m.attachments), None))
     job = await services.queue.job_for_message(message.id)
     assert job.kind is JobKind.VARY and job.request.prompt == "a red door"
@@ -34,7 +36,7 @@ async def test_vary_an_upload_makes_a_grid_of_variations(simcord_env, services, 
 
 async def test_upscale_an_upload_doubles_its_size(simcord_env, services, world):
     """/upscale scale 2 makes an image twice as wide and tall."""
-    guild, channel, alice = world
+    _guild, channel, alice = world
     await alice.slash(channel, "upscale", image=("small.png", png_bytes((120, 80))), scale=2, mode="creative")
     message = await until(simcord_env, lambda: next((m for m in channel.history() if m.attachments), None))
     job = await services.queue.job_for_message(message.id)
@@ -49,7 +51,9 @@ async def test_upscale_an_upload_doubles_its_size(simcord_env, services, world):
         (("broken.png", png_bytes()[:60]), "image"),
     ],
 )
-async def test_bad_upload_is_refused_privately_and_costs_nothing(simcord_env, services, world, upload, expected):
+async def test_bad_upload_is_refused_privately_and_costs_nothing(
+    simcord_env, services, world, upload, expected
+):
     """A non-image or a truncated file gets a private explanation; nothing is queued or charged."""
     guild, channel, alice = world
     result = await alice.slash(channel, "vary", image=upload)
@@ -64,9 +68,11 @@ async def test_bad_upload_is_refused_privately_and_costs_nothing(simcord_env, se
 
 async def test_oversized_upload_is_refused_before_download(simcord_env, services, settings, world):
     """An upload over the size limit is refused with the limit in the message."""
-    guild, channel, alice = world
+    _guild, channel, alice = world
     settings.engine.max_upload_bytes = 1000
-    result = await alice.slash(channel, "upscale", image=("big.png", png_bytes((400, 400), (1, 2, 3)) + b"\0" * 2000))
+    result = await alice.slash(
+        channel, "upscale", image=("big.png", png_bytes((400, 400), (1, 2, 3)) + b"\0" * 2000)
+    )
     texts = [result.response.content if result.response else ""] + [f.content for f in result.followups]
     assert any("the limit is" in text for text in texts), texts
     refusals(simcord_env)
@@ -74,7 +80,7 @@ async def test_oversized_upload_is_refused_before_download(simcord_env, services
 
 async def test_upscale_past_the_size_cap_is_refused(simcord_env, services, settings, world):
     """A 4× upscale that would exceed the largest allowed side says so and suggests 2×."""
-    guild, channel, alice = world
+    _guild, channel, alice = world
     settings.engine.max_output_side = 1024
     result = await alice.slash(channel, "upscale", image=("wide.png", png_bytes((400, 300))), scale=4)
     texts = [result.response.content if result.response else ""] + [f.content for f in result.followups]
