@@ -31,10 +31,11 @@ def user_message(error: BaseException, *, job_id: int | None = None) -> str:
             break
     if isinstance(original, AtelierError):
         return str(original)
+    if isinstance(original, app_commands.CommandOnCooldown):  # a CheckFailure too: test it first
+        per, wait = original.cooldown.per, original.retry_after
+        return f"Slow down: one /imagine every {per:.0f} s here; try again in {wait:.0f} s."
     if isinstance(original, app_commands.CheckFailure) and str(original):
         return str(original)
-    if isinstance(original, app_commands.CommandOnCooldown):
-        return f"Slow down: try again in {original.retry_after:.0f} s."
     ref = f" (job {job_id})" if job_id is not None else ""
     log.error("Unexpected error%s", ref, exc_info=original)
     return UNEXPECTED.format(ref=ref)

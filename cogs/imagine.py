@@ -23,6 +23,14 @@ if TYPE_CHECKING:
     from cogs.client import AtelierBot
 
 SEED_MAX = 4_294_967_295
+
+
+def imagine_cooldown(interaction: discord.Interaction) -> app_commands.Cooldown | None:
+    """One /imagine per `DISCORD__IMAGINE_COOLDOWN_S` per member (none when it is 0)."""
+    seconds = interaction.client.services.settings.discord.imagine_cooldown_s  # type: ignore[attr-defined]
+    return app_commands.Cooldown(1, seconds) if seconds > 0 else None
+
+
 _HAS_FLAG = {
     "aspect": re.compile(r"(?:^|\s)--(?:ar|aspect)\b"),
     "stylize": re.compile(r"(?:^|\s)--(?:s|stylize)\b"),
@@ -94,6 +102,7 @@ class Imagine(commands.Cog):
         negative="What to keep out of the picture (same as --no)",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECT_CHOICES])
+    @app_commands.checks.dynamic_cooldown(imagine_cooldown, key=lambda i: (i.guild_id, i.user.id))
     async def imagine(
         self,
         interaction: discord.Interaction,

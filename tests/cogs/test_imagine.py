@@ -155,3 +155,15 @@ async def test_picker_options_and_saved_defaults_apply(simcord_env, services, wo
     )
     assert first.request.width > first.request.height and first.request.seed == 7
     assert second.request.width == second.request.height
+
+
+async def test_imagine_cooldown_refuses_a_second_prompt_too_soon(simcord_env, services, settings, world):
+    """With a cooldown set, a second /imagine right after the first is refused with the wait time."""
+    _, channel, alice, bob = world
+    settings.discord.imagine_cooldown_s = 60
+    first = await alice.slash(channel, "imagine", prompt="one")
+    second = await alice.slash(channel, "imagine", prompt="two")
+    other = await bob.slash(channel, "imagine", prompt="someone else")
+    assert not first.ephemeral and not other.ephemeral
+    assert second.ephemeral and "try again in" in second.response.content
+    assert len(refusals(simcord_env)) == 1
