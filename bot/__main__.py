@@ -28,6 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--device", help="override DEVICE")
     generate.add_argument("--dtype", help="override DTYPE")
 
+    bench = commands.add_parser(
+        "bench", help="benchmark Atelier against plain diffusers on the same jobs (table + JSON line)"
+    )
+    from bot.cli.bench import add_arguments  # torch-free: the command imports torch only when run
+
+    add_arguments(bench)
+
     return parser
 
 
@@ -39,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
             from bot.cli.generate import generate_command
 
             return generate_command(args)
+        if args.command == "bench":
+            from bot.cli.bench import bench_command
+
+            return bench_command(args)
         from bot.app import run_bot
 
         return run_bot()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 class AtelierError(Exception):
@@ -112,3 +113,37 @@ class JobFinished(QueueError):
 
 class InvalidLimit(QueueError, ValueError):
     """A queue limit outside its allowed range; the message names the limit and the range."""
+
+
+class ImagesGone(QueueError, LookupError):
+    """A job's image files are no longer stored (retention pruning, /forget, or deleted by hand)."""
+
+
+class PromptRefused(AtelierError):
+    """A prompt hit the scope's content filter; nothing was queued or charged."""
+
+    def __init__(self, match: Any) -> None:
+        self.match = match
+        self.reviewable = match.category != "minors"
+        if match.category == "minors":
+            text = (
+                "Refused: Atelier never makes sexual content involving minors "
+                f"(`{match.found}`). This rule cannot be turned off or reviewed."
+            )
+        else:
+            where = "the built-in list" if match.category == "default" else "this server's list"
+            text = (
+                f"Refused: your prompt contains `{match.found}`, which is blocked here ({where}). "
+                "Nothing was charged."
+            )
+        super().__init__(text)
+
+
+class ImageRefused(AtelierError):
+    """An uploaded image was flagged by the image check; nothing was queued or charged."""
+
+    reviewable = True
+
+
+class ReviewError(AtelierError):
+    """A review request or decision that cannot be made (expired, already decided, daily limit)."""

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import SettingsError
@@ -49,6 +49,17 @@ class EngineSettings(BaseModel):
     max_upload_pixels: int = Field(4096 * 4096, ge=64 * 64, description="Decompression-bomb guard.")
     max_output_side: int = Field(4096, ge=256, description="Largest side an upscale may produce.")
     attention_slicing: bool = Field(False, description="Trade speed for memory on small GPUs.")
+    channels_last: bool = Field(
+        True, description="Run the UNet and VAE in channels-last memory layout (faster convolutions)."
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the UNet (with weight freezing on CPUs): minutes of compiling per image "
+        "size at start, faster steps after.",
+    )
+    compile_cache_dir: Path | None = Field(
+        None, description="Where compiled kernels are kept between runs (default: DATA_DIR/compile-cache)."
+    )
 
 
 class QueueSettings(BaseModel):
@@ -70,6 +81,17 @@ class CreditSettings(BaseModel):
     hold_timeout_s: float = Field(3600.0, gt=0, description="An open hold older than this is released.")
 
 
+class PrivacySettings(BaseModel):
+    """How long stored images are kept (see README, "What is stored, and where")."""
+
+    retention_days: int = Field(
+        30,
+        ge=0,
+        le=36_500,
+        description="Delete generated and uploaded images this many days after their job; 0 keeps them.",
+    )
+
+
 class DiscordSettings(BaseModel):
     """Discord-facing behaviour."""
 
@@ -88,6 +110,56 @@ class DiscordSettings(BaseModel):
         if unknown:
             raise ValueError(f"unknown action(s) {unknown}; use {', '.join(REACTION_ACTIONS)}")
         return value
+
+
+class SafetySettings(BaseModel):
+    """Content safety: image checks and review requests (the prompt filter is per server, see /moderation)."""
+
+    image_classifier: str | None = Field(
+        None,
+        description="Image check model: a StableDiffusionSafetyChecker or an image-classification model "
+        "(directory or hub id). Unset = images are not checked.",
+    )
+    flag_labels: list[str] = Field(
+        default_factory=lambda: ["nsfw", "porn", "hentai", "sexy", "unsafe"],
+        description="Classifier labels that flag an image (JSON list).",
+    )
+    threshold: float = Field(
+        0.5, gt=0, le=1, description="Score of a flag label at which an image is flagged."
+    )
+    device: str = Field("cpu", description="Where the classifier runs (cpu keeps GPU memory for generation).")
+    flagged_images: Literal["withhold", "spoiler"] = Field(
+        "withhold",
+        description="Default for servers that did not choose: withhold flagged images or spoiler them.",
+    )
+    reviews_per_day: int = Field(5, ge=0, le=100, description="Review requests a member may make per day.")
+
+
+class RaySettings(BaseModel):
+    """Where generation runs when WORKERS=ray: Ray actors, one per GPU of a cluster (see README)."""
+
+    address: str | None = Field(
+        None,
+        description="auto (the cluster this machine joined) or host:port of the head node; unset: start a "
+        "private Ray instance on this machine. Not ray:// (Ray Client cannot stream progress).",
+    )
+    actors: int | None = Field(
+        None, ge=1, le=4096, description="Actors per model; unset: one per GPU in the cluster, or 1 on CPU."
+    )
+    extra_models: list[str] = Field(
+        default_factory=list, description="Models served besides MODEL, each by its own actors (JSON list)."
+    )
+    cpus_per_actor: float = Field(
+        1.0, gt=0, description="CPUs each actor reserves (all its work on a CPU node)."
+    )
+    max_restarts: int = Field(3, ge=-1, description="How often Ray restarts a dead actor (-1: always).")
+    connect_timeout_s: float = Field(5.0, gt=0, description="How long to try reaching the cluster at start.")
+    start_timeout_s: float = Field(
+        600.0, gt=0, description="How long an actor may take to be placed and load its model."
+    )
+    fallback_local: bool = Field(
+        False, description="If the cluster is unreachable at start-up, run local workers (DEVICE) instead."
+    )
 
 
 class Settings(BaseSettings):
@@ -115,11 +187,17 @@ class Settings(BaseSettings):
         None, description="Discord gateway URL to go with DISCORD_API_BASE (end-to-end tests only)."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    workers: Literal["local", "ray"] = Field(
+        "local", description="local: one worker per DEVICE in this process; ray: Ray actors (RAY__...)."
+    )
 
     engine: EngineSettings = EngineSettings()
     queue: QueueSettings = QueueSettings()
     credits: CreditSettings = CreditSettings()
     discord: DiscordSettings = DiscordSettings()
+    safety: SafetySettings = SafetySettings()
+    privacy: PrivacySettings = PrivacySettings()
+    ray: RaySettings = RaySettings()
 
     @field_validator("device")
     @classmethod
@@ -128,6 +206,14 @@ class Settings(BaseSettings):
         if not devices or not all(DEVICE_PATTERN.match(d) for d in devices):
             raise ValueError("use auto, cpu, mps, cuda or cuda:N (comma-separated for several workers)")
         return ",".join(devices)
+
+    @model_validator(mode="after")
+    def _default_compile_cache(self) -> Settings:
+        """Compiled kernels live under DATA_DIR unless ENGINE__COMPILE_CACHE_DIR says otherwise."""
+        if self.engine.compile_cache_dir is None:
+            cache = self.data_dir / "compile-cache"
+            self.engine = self.engine.model_copy(update={"compile_cache_dir": cache})
+        return self
 
     @property
     def devices(self) -> list[str]:

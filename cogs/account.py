@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from bot.engine.prompt import ASPECT_CHOICES, parse_prompt
 from bot.errors import JobNotFound
-from cogs import render
+from cogs import modlog, render
 from cogs.permissions import is_moderator
 
 if TYPE_CHECKING:
@@ -71,8 +71,11 @@ class Account(commands.Cog):
             lines.append(f"{entry.position}. job {entry.job.id} · <@{entry.job.owner}> · {eta or 'soon'}")
         if len(snapshot.waiting) > QUEUE_SHOWN:
             lines.append(f"… and {len(snapshot.waiting) - QUEUE_SHOWN} more")
-        for worker in getattr(snapshot, "workers", []):
-            lines.append(f"-# {worker.name} ({worker.device}): {worker.describe()}")
+        workers = getattr(snapshot, "workers", ())
+        several_models = len({worker.model for worker in workers}) > 1
+        for worker in workers:
+            model = f" · {worker.model}" if several_models else ""  # e.g. Ray actors of two models
+            lines.append(f"-# {worker.name} ({worker.device}{model}): {worker.describe()}")
         if getattr(snapshot, "paused", False):
             lines.insert(0, "⏸ The queue is paused here by a moderator.")
         text = "\n".join(lines) if lines else "The queue is empty: your next /imagine starts right away."
@@ -95,6 +98,12 @@ class Account(commands.Cog):
         await interaction.response.send_message(
             f"Cancelled job {cancelled.id}. {render.refunded(cancelled)}", ephemeral=True
         )
+        if cancelled.owner != interaction.user.id:
+            await modlog.post(
+                self.bot,
+                scope,
+                f"🛡️ <@{interaction.user.id}> cancelled job {cancelled.id} of <@{cancelled.owner}>.",
+            )
 
     @app_commands.command(
         name="settings", description="Your defaults for new jobs here (shown if you give none)"

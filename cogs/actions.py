@@ -17,7 +17,7 @@ import discord
 
 from bot import followups
 from bot.engine.types import GenerationRequest, JobKind
-from bot.errors import NotAllowed
+from bot.errors import ImageRefused, ImagesGone, NotAllowed, PromptRefused
 from bot.files import OutgoingFile, fit_for_upload
 from cogs import render
 from cogs.buttons import result_view
@@ -34,12 +34,13 @@ class Origin(Protocol):
     user: discord.abc.User
     channel_id: int
     upload_limit: int
+    nsfw: bool  #: an age-restricted channel: image checks do not withhold results there
 
     async def post(
         self, content: str, *, file: discord.File | None = None, view: Any = None
     ) -> discord.Message: ...
 
-    async def refuse(self, text: str) -> None: ...
+    async def refuse(self, text: str, *, view: Any = None) -> None: ...
 
     async def note(self, text: str) -> None: ...
 
@@ -53,6 +54,7 @@ class InteractionOrigin:
         self.user = interaction.user
         self.channel_id = interaction.channel_id or 0
         self.upload_limit = interaction.filesize_limit
+        self.nsfw = is_nsfw(interaction.channel)
         self._private_ack = False
 
     async def defer_privately(self) -> None:
@@ -78,18 +80,19 @@ class InteractionOrigin:
             return await self.interaction.original_response()
         return await self.interaction.followup.send(content, wait=True, **extra)
 
-    async def refuse(self, text: str) -> None:
+    async def refuse(self, text: str, *, view: Any = None) -> None:
         from cogs.errors import tell
 
         self._private_ack = False
-        await tell(self.interaction, text)
+        await tell(self.interaction, text, view=view)
 
     async def note(self, text: str) -> None:
         await self.refuse(text)
 
 
 class ReactionOrigin:
-    """A reaction on a result message: answers go to the channel, refusals to the member's DMs."""
+    """A reaction on a result message (or a moderator's approval of a review): answers go to the
+    channel, refusals to the member's DMs."""
 
     def __init__(
         self, channel: discord.abc.Messageable, user: discord.abc.User, scope: int, limit: int
@@ -99,6 +102,7 @@ class ReactionOrigin:
         self.scope = scope
         self.channel_id = getattr(channel, "id", 0)
         self.upload_limit = limit
+        self.nsfw = is_nsfw(channel)
 
     async def post(
         self, content: str, *, file: discord.File | None = None, view: Any = None
@@ -108,9 +112,9 @@ class ReactionOrigin:
             extra["view"] = view
         return await self.channel.send(content, **extra)
 
-    async def refuse(self, text: str) -> None:
+    async def refuse(self, text: str, *, view: Any = None) -> None:
         try:
-            await self.user.send(text)
+            await self.user.send(text, **({"view": view} if view is not None else {}))
         except discord.HTTPException:
             await self.channel.send(f"{self.user.mention} {text}", delete_after=20)
 
@@ -122,19 +126,54 @@ async def outgoing(path: str | Path, limit: int) -> OutgoingFile:
     """Read a result file and fit it under `limit` bytes, off the event loop."""
 
     def load() -> OutgoingFile:
-        return fit_for_upload(Path(path).read_bytes(), Path(path).name, limit)
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:  # pruned after PRIVACY__RETENTION_DAYS, forgotten, or deleted by hand
+            raise ImagesGone(
+                f"`{Path(path).name}` is no longer stored on the server (Atelier deletes old images), "
+                "so it cannot be sent."
+            ) from None
+        return fit_for_upload(data, Path(path).name, limit)
 
     return await asyncio.to_thread(load)
 
 
+def is_nsfw(channel: Any) -> bool:
+    """Whether a channel is age-restricted (threads follow their parent); DMs never are."""
+    check = getattr(channel, "is_nsfw", None)
+    return bool(check()) if callable(check) else False
+
+
 async def start_job(
-    bot: AtelierBot, origin: Origin, request: GenerationRequest, *, parent: tuple[int, int] | None = None
+    bot: AtelierBot,
+    origin: Origin,
+    request: GenerationRequest,
+    *,
+    parent: tuple[int, int] | None = None,
+    upload: Any = None,
+    reviewed: bool = False,
 ) -> Any:
-    """Queue `request` for the origin's member and post its job message (in DMs for private members)."""
+    """Queue `request` for the origin's member and post its job message (in DMs for private members).
+
+    The content checks come first, before anything is reserved: the prompt filter (also for variations
+    and re-rolls, whose prompt is the parent's) and, for an uploaded image (`upload`, a PIL image), the
+    image check. A refusal offers a review instead (see `cogs.review`) and returns None. `reviewed` is set
+    only when a moderator approved this very request.
+    """
     services = bot.services
+    if not reviewed:
+        try:
+            await services.safety.check_prompt(origin.scope, request)
+            if upload is not None:
+                await services.safety.check_upload(upload)
+        except (PromptRefused, ImageRefused) as refusal:
+            from cogs.review import refuse_with_review
+
+            await refuse_with_review(bot, origin, request, refusal, parent=parent)
+            return None
     preferences = await services.members.preferences(origin.scope, origin.user.id)
     job = await services.queue.submit(
-        origin.scope, origin.user.id, request, channel_id=origin.channel_id, parent=parent
+        origin.scope, origin.user.id, request, channel_id=origin.channel_id, parent=parent, nsfw=origin.nsfw
     )
     position, eta = await services.queue.position(job.id)
     text = render.waiting(job, position, eta)
@@ -166,6 +205,10 @@ async def perform(bot: AtelierBot, origin: Origin, job_id: int, action: str) -> 
     queue = bot.services.queue
     parent = await queue.get(job_id)
     origin.scope = _job_scope(origin, parent)
+    if parent.flagged:
+        raise NotAllowed(
+            f"Job {parent.id}'s images were withheld by the image check, so they cannot be reused."
+        )
     if action.startswith("u") and action[1:].isdigit():
         await deliver_select(bot, origin, parent, int(action[1]))
         return

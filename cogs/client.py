@@ -20,7 +20,14 @@ from cogs.errors import AtelierTree
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.account", "cogs.quota", "cogs.reactions")
+EXTENSIONS = (
+    "cogs.imagine",
+    "cogs.account",
+    "cogs.quota",
+    "cogs.reactions",
+    "cogs.privacy",
+    "cogs.moderation",
+)
 
 
 def intents() -> discord.Intents:
@@ -46,10 +53,11 @@ class AtelierBot(commands.Bot):
     async def setup_hook(self) -> None:
         from cogs.buttons import JobButton
         from cogs.presenter import Presenter
+        from cogs.review import ReviewButton
 
         for extension in EXTENSIONS:
             await self.load_extension(extension)
-        self.add_dynamic_items(JobButton)
+        self.add_dynamic_items(JobButton, ReviewButton)
         self.presenter = Presenter(self)
         self.services.queue.add_listener(self.presenter.on_event)
         await self.sync_commands_if_changed()

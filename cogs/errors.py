@@ -41,13 +41,14 @@ def user_message(error: BaseException, *, job_id: int | None = None) -> str:
     return UNEXPECTED.format(ref=ref)
 
 
-async def tell(interaction: discord.Interaction, text: str) -> None:
+async def tell(interaction: discord.Interaction, text: str, *, view: discord.ui.View | None = None) -> None:
     """Answer ephemerally whether or not the interaction was already acknowledged."""
+    extra = {"view": view} if view is not None else {}
     try:
         if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
+            await interaction.followup.send(text, ephemeral=True, **extra)
         else:
-            await interaction.response.send_message(text, ephemeral=True)
+            await interaction.response.send_message(text, ephemeral=True, **extra)
     except discord.HTTPException:
         log.warning("Could not deliver an error message to %s", interaction.user.id)
 

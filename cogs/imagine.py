@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -67,8 +67,12 @@ def compose_prompt(
     return composed
 
 
-async def read_upload(bot: AtelierBot, scope: int, attachment: discord.Attachment) -> tuple[str, int, int]:
-    """Check, download and store an uploaded image; returns (path, width, height)."""
+async def read_upload(bot: AtelierBot, scope: int, attachment: discord.Attachment) -> tuple[str, Any]:
+    """Check, download and store an uploaded image; returns (path, the PIL image).
+
+    The image is stored before the content check (in `start_job`) so that a refused upload can still be
+    shown to moderators if its member asks for a review; retention deletes it like any other upload.
+    """
     engine = bot.services.settings.engine
     if attachment.size > engine.max_upload_bytes:
         raise InvalidImage(
@@ -85,7 +89,7 @@ async def read_upload(bot: AtelierBot, scope: int, attachment: discord.Attachmen
         load_image, data, max_bytes=engine.max_upload_bytes, max_pixels=engine.max_upload_pixels
     )
     path = await asyncio.to_thread(save_upload, bot.services.settings.images_dir, scope, image)
-    return str(path), image.width, image.height
+    return str(path), image
 
 
 class Imagine(commands.Cog):
@@ -134,10 +138,10 @@ class Imagine(commands.Cog):
         origin = InteractionOrigin(interaction)
         services = self.bot.services
         await origin.defer_privately()
-        path, width, height = await read_upload(self.bot, origin.scope, image)
+        path, upload = await read_upload(self.bot, origin.scope, image)
         parsed = parse_prompt(prompt, services.profile) if prompt else None
-        request = followups.vary_upload(path, width, height, services.profile, strength, parsed)
-        await start_job(self.bot, origin, request)
+        request = followups.vary_upload(path, upload.width, upload.height, services.profile, strength, parsed)
+        await start_job(self.bot, origin, request, upload=upload)
 
     @app_commands.command(name="upscale", description="Make an uploaded image 2× or 4× larger")
     @app_commands.describe(
@@ -155,11 +159,11 @@ class Imagine(commands.Cog):
         origin = InteractionOrigin(interaction)
         services = self.bot.services
         await origin.defer_privately()
-        path, width, height = await read_upload(self.bot, origin.scope, image)
+        path, upload = await read_upload(self.bot, origin.scope, image)
         request = followups.upscale_upload(
-            path, width, height, services.profile, scale, mode, services.settings.engine
+            path, upload.width, upload.height, services.profile, scale, mode, services.settings.engine
         )
-        await start_job(self.bot, origin, request)
+        await start_job(self.bot, origin, request, upload=upload)
 
 
 async def setup(bot: AtelierBot) -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.queue import EventType, JobEvent
-from cogs import render
+from cogs import modlog, render
 from cogs.actions import DM_UPLOAD_LIMIT, is_grid, outgoing
 from cogs.buttons import result_view
 
@@ -142,6 +142,9 @@ class Presenter:
         await message.edit(content=content, **kwargs)
 
     async def _deliver(self, job: Any, channel: Any, message: Any) -> None:
+        if job.flagged:
+            await self._withhold(job, channel, message)
+            return
         grid = is_grid(job)
         path = job.grid_path if grid else job.result_paths[0]
         guild = getattr(channel, "guild", None)
@@ -157,6 +160,34 @@ class Presenter:
             file = discord.File(io.BytesIO(upload.data), filename=upload.filename)
             new = await channel.send(content, file=file, view=view)
             await self.bot.services.queue.set_message(job.id, new.channel.id, new.id)
+
+    async def _withhold(self, job: Any, channel: Any, message: Any) -> None:
+        """A result the image check flagged: not posted (or only as a spoiler), no buttons; refunded."""
+        spoiler = await self.bot.services.safety.flagged_action(job.scope) == "spoiler"
+        path = job.grid_path if is_grid(job) else job.result_paths[0]
+        edit: dict[str, Any] = {
+            "content": render.withheld(job, spoiler=spoiler),
+            "view": None,
+            "attachments": [],
+        }
+        if spoiler:
+            guild = getattr(channel, "guild", None)
+            upload = await outgoing(path, guild.filesize_limit if guild is not None else DM_UPLOAD_LIMIT)
+            edit["attachments"] = [
+                discord.File(io.BytesIO(upload.data), filename=upload.filename, spoiler=True)
+            ]
+        try:
+            await message.edit(**edit)
+        except discord.NotFound:
+            await channel.send(edit["content"], files=edit["attachments"])
+        where = f"<#{job.channel_id}>" if job.scope else "DMs"
+        await modlog.post(
+            self.bot,
+            job.scope,
+            f"⚠️ Job {job.id} by <@{job.owner}> in {where} ({modlog.quote(job.request.prompt)}): "
+            f"{job.flagged}. {'Posted as a spoiler' if spoiler else 'Withheld'}; its credits were returned.",
+            file=modlog.spoiler_file(path),
+        )
 
     async def flush(self, grace_s: float = 10.0) -> None:
         """Wait (a bounded time) for the edits in flight, so a shutdown still shows final states."""

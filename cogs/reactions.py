@@ -17,6 +17,7 @@ from discord.ext import commands
 
 from bot.engine.png import parameters_text
 from bot.errors import AtelierError, JobNotFound
+from cogs import modlog
 from cogs.actions import DM_UPLOAD_LIMIT, ReactionOrigin, is_grid, outgoing, perform
 from cogs.errors import user_message
 from cogs.permissions import member_is_moderator
@@ -88,8 +89,14 @@ class Reactions(commands.Cog):
             return  # other members' ❌ are just reactions
         if job.status.value in ("queued", "running"):
             await self.bot.services.queue.cancel(job.id, by=origin.user.id, moderator=moderator)
+            what = f"cancelled job {job.id}"
         else:
             await channel.get_partial_message(message_id).delete()
+            what = f"deleted the result message of job {job.id}"
+        if origin.user.id != job.owner:
+            await modlog.post(
+                self.bot, origin.scope, f"🛡️ <@{origin.user.id}> {what} of <@{job.owner}> with ❌."
+            )
 
 
 async def setup(bot: AtelierBot) -> None:

@@ -88,3 +88,12 @@ def failed(job: Any, reason: str | None) -> str:
 def cancelled(job: Any, reason: str | None = None) -> str:
     by = f" ({reason})" if reason else ""
     return f"{headline(job)}\nCancelled{by}. {refunded(job)} · job {job.id}"
+
+
+def withheld(job: Any, *, spoiler: bool) -> str:
+    """A result the image check flagged, outside an age-restricted channel."""
+    shown = "It is shown blurred below; open it only if you want to." if spoiler else "It was not posted."
+    return (
+        f"{headline(job)}\n⚠️ The image check flagged this result ({job.flagged}). {shown} "
+        f"{refunded(job)} · job {job.id}"
+    )

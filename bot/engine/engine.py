@@ -8,7 +8,8 @@ Public interface
     same weights, no second copy). SD 1.x, SD 2.x, SDXL and their Turbo/LCM relatives are supported;
     anything else is a `SettingsError`. The VAE stays in float32 when it asks to be upcast
     (`force_upcast`, e.g. the SDXL VAE, which overflows to NaN in float16) and uses tiling, so large
-    upscales decode in pieces. `settings.upscaler` is loaded here too (see `bot.engine.upscalers`).
+    upscales decode in pieces. `settings.upscaler` is loaded here too (see `bot.engine.upscalers`), and
+    the speed levers `settings` turns on (channels-last, compile) are applied (see `bot.engine.speed`).
     `device`/`dtype` accept what DEVICE/DTYPE accept (see `bot.engine.device`).
 
 Attributes: `profile: ModelProfile` (family, native size, step range, default guidance, sampler — learned
@@ -30,7 +31,8 @@ Attributes: `profile: ModelProfile` (family, native size, step range, default gu
     Each result has full-resolution `images`, one `Recipe` per image (model, that image's seed, steps,
     guidance, size, sampler, strength, parent path, chaos), the `grid` for multi-image requests,
     `warnings` (e.g. prompt tokens beyond what the encoder reads), `seconds` and `timings` (seconds spent
-    in encode / denoise / previews / decode, for the whole batch).
+    in prepare / encode / denoise / previews / progress / decode, for the whole batch; `denoise` is the
+    pipeline's loop alone, `previews` making them, `progress` the caller's `on_progress` besides).
     Pixels depend only on the recipe: a request batched with others gives bit-identical images to the
     same request run alone, and an image re-run on its own from its recipe (`recipes.replay_request`)
     is the same image, on the same device and dtype (see `bot.engine.batching` for how and what it costs).
@@ -72,6 +74,7 @@ from bot.engine.images import fit_to, make_grid, read_image_file
 from bot.engine.preview import LatentPreviewer
 from bot.engine.profile import detect_profile
 from bot.engine.prompt import MAX_SEED
+from bot.engine.speed import apply_speedups
 from bot.engine.types import GenerationRequest, GenerationResult, JobKind, ModelProfile, Recipe
 from bot.engine.upscalers import Upscaler, load_upscaler
 from bot.errors import GenerationCancelled, InvalidRequest, OutOfMemory, SettingsError
@@ -169,6 +172,7 @@ class Engine:
             pipe.vae.to(torch.float32)  # what diffusers does around every decode, done once
         if settings.attention_slicing:
             pipe.enable_attention_slicing()
+        apply_speedups(pipe, settings, device_name)
         pipe.set_progress_bar_config(disable=True)
         profile = detect_profile(
             model,
@@ -286,23 +290,24 @@ class Engine:
 
         # 4. Denoise: one pipeline call, the UNet in fixed-size groups, progress and stop checks every step
         clock = time.perf_counter()
-        previews_seconds = 0.0
+        previews_seconds = reporting_seconds = 0.0  # making previews; the caller's on_progress (incl. them)
         stopped = False
 
         def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            nonlocal previews_seconds, stopped
+            nonlocal previews_seconds, reporting_seconds, stopped
             if stop():
                 pipe._interrupt = True
                 stopped = True
                 return tensors
             if on_progress is not None:
+                report_clock = time.perf_counter()
                 done, total = step + 1, pipe.num_timesteps
                 previews = None
                 if done % self.settings.preview_every == 0 and done < total:
-                    preview_clock = time.perf_counter()
                     previews = self._previews(tensors["latents"], pipe.scheduler, batch.owners, len(requests))
-                    previews_seconds += time.perf_counter() - preview_clock
+                    previews_seconds += time.perf_counter() - report_clock
                 on_progress(Progress(done, total, previews))
+                reporting_seconds += time.perf_counter() - report_clock
             return tensors
 
         generators = [torch.Generator().manual_seed(seed) for seed in batch.seeds]
@@ -331,8 +336,9 @@ class Engine:
                 ).images
         if stopped:
             raise GenerationCancelled()
-        timings["denoise"] = time.perf_counter() - clock - previews_seconds
+        timings["denoise"] = time.perf_counter() - clock - reporting_seconds
         timings["previews"] = previews_seconds
+        timings["progress"] = reporting_seconds - previews_seconds  # the caller: PNG encoding, hand-off
 
         # 5. Decode, image by image
         clock = time.perf_counter()

@@ -72,6 +72,9 @@ class Job:
     recipes: tuple[Recipe, ...] = ()
     error: str | None = None  #: why it failed or who cancelled it
     cancelled_by: int | None = None
+    images_pruned_at: float | None = None  #: when retention deleted its image files
+    nsfw: bool = False  #: asked for in an age-restricted channel (image checks do not withhold there)
+    flagged: str | None = None  #: why its images were withheld (credits returned), if they were
 
     @property
     def relax(self) -> bool:
@@ -121,6 +124,9 @@ class Job:
             recipes=tuple(Recipe.from_dict(r) for r in json.loads(row["recipes"])),
             error=row["error"],
             cancelled_by=row["cancelled_by"],
+            images_pruned_at=row["images_pruned_at"],
+            nsfw=bool(row["nsfw"]),
+            flagged=row["flagged"],
         )
 
     def image_path(self, index: int) -> Path:

@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from bot.credits import CreditStore
@@ -25,6 +26,7 @@ from bot.engine.types import GenerationRequest, GenerationResult, JobKind, Model
 from bot.errors import (
     AtelierError,
     GenerationCancelled,
+    ImagesGone,
     InvalidLimit,
     InvalidRequest,
     JobFinished,
@@ -66,8 +68,17 @@ SHUTDOWN = "shutdown"
 UNCHANGED: Any = object()  #: `set_limits` default: leave this limit as it is
 
 
+#: Why a finished job's images must be withheld, or None (see `bot.safety.Safety.flag_reason`).
+ImageCheck = Callable[[Job, GenerationResult], Awaitable[str | None]]
+
+
 class _TimedOut(Exception):
     pass
+
+
+def _gone(path: str | Path) -> bool:
+    """Whether a stored image was deleted (pruned, forgotten, by hand): one stat, fine on the loop."""
+    return not Path(path).exists()
 
 
 class JobQueue:
@@ -81,7 +92,10 @@ class JobQueue:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.time,
+        image_check: ImageCheck | None = None,
     ) -> None:
+        """`image_check(job, result)` returns why a finished job's images must be withheld, or None; a
+        withheld job is recorded done, flagged, and its credits are returned instead of charged."""
         if not workers:
             raise SettingsError("The queue needs at least one worker: set DEVICE (one worker per device).")
         if len({w.name for w in workers}) != len(workers):
@@ -91,6 +105,7 @@ class JobQueue:
         self._credits = credits
         self._settings = settings
         self._clock = clock
+        self._image_check = image_check
         self._store = JobStore(db)
         self._images_dir = settings.images_dir.resolve()  #: absolute, so stored paths survive a chdir
         self._hub = EventHub()
@@ -174,6 +189,7 @@ class JobQueue:
         channel_id: int | None = None,
         message_id: int | None = None,
         parent: tuple[int, int] | None = None,
+        nsfw: bool = False,
     ) -> Job:
         """Queue a job: quote, hold the credits and insert it in one transaction, or refuse with the reason.
 
@@ -189,6 +205,11 @@ class JobQueue:
             source = await self._parent(scope, *parent)
             if request.init_image is None:
                 request = request.replace(init_image=str(source.image_path(parent[1])))
+        if request.init_image is not None and _gone(request.init_image):
+            raise ImagesGone(
+                "The image this job starts from is no longer stored on the server (old images are "
+                "deleted after a while), so it cannot be made again. Upload it with /vary or /upscale."
+            )
         self._refuse_if_full(scope, owner)  # fail fast, before waiting for the database
         now = self._clock()
         async with self._db.transaction() as conn:
@@ -209,6 +230,7 @@ class JobQueue:
                 channel_id=channel_id,
                 message_id=message_id,
                 parent=parent,
+                nsfw=nsfw,
             )
         job = Job(
             id=job_id,
@@ -224,6 +246,7 @@ class JobQueue:
             message_id=message_id,
             parent_job_id=parent[0] if parent else None,
             parent_index=parent[1] if parent else None,
+            nsfw=nsfw,
         )
         self._state.add_waiting(job)
         self._announce_queued(job)
@@ -326,7 +349,9 @@ class JobQueue:
     async def get(self, job_id: int) -> Job:
         job = await self._store.get(job_id)
         if job is None:
-            raise JobNotFound(f"There is no job {job_id}.")
+            raise JobNotFound(
+                f"There is no job {job_id}: it never existed, or its owner deleted it with /forget."
+            )
         return job
 
     async def job_for_message(self, message_id: int) -> Job:
@@ -688,10 +713,15 @@ class JobQueue:
                 [job for job, _ in kept.values()], f"the images could not be saved ({exc.strerror or exc})"
             )
             return
+        flags = await self._check_images(kept)
         async with self._db.transaction() as conn:
             jobs_saved = [(job, images) for (job, _), images in zip(kept.values(), saved, strict=True)]
             done = await self._store.mark_done(conn, jobs_saved, self._clock())
-            for job in done:
+            for index, job in enumerate(done):
+                if job.id in flags:  # withheld: recorded, and its credits go back
+                    done[index] = await self._store.mark_flagged(conn, job, flags[job.id])
+                    await self._release(conn, job, "images withheld by the image check")
+                    continue
                 if job.hold_id is not None and not await self._credits.settle(job.hold_id, conn=conn):
                     log.warning(
                         "Job %s was delivered but its hold %s was already closed", job.id, job.hold_id
@@ -704,6 +734,22 @@ class JobQueue:
         discarded = [folder for job_id, folder in folders.items() if job_id not in delivered]
         if discarded:  # cancelled while their images were being written: not delivered, not kept
             await asyncio.to_thread(discard, discarded)
+
+    async def _check_images(self, kept: dict[int, tuple[Job, GenerationResult]]) -> dict[int, str]:
+        """Job id → why its images must be withheld, for the jobs the image check flags."""
+        if self._image_check is None:
+            return {}
+        reasons = await asyncio.gather(
+            *(self._image_check(job, result) for job, result in kept.values()), return_exceptions=True
+        )
+        flags = {}
+        for job_id, reason in zip(kept, reasons, strict=True):
+            if isinstance(reason, Exception):  # fail closed: an unchecked image is not posted
+                log.error("The image check failed for job %s", job_id, exc_info=reason)
+                reason = "the image check could not run"
+            if reason:
+                flags[job_id] = str(reason)
+        return flags
 
     # -- ending jobs -------------------------------------------------------------------------------------
 
@@ -856,7 +902,26 @@ class JobQueue:
             raise InvalidRequest(
                 f"Job {parent_job_id} has {count} image(s): pick one from 1 to {count}, not {index!r}."
             )
+        self._require_image(parent, index)
         return parent
+
+    def _require_image(self, job: Job, index: int) -> None:
+        """Refuse, saying why, when image `index` of `job` was deleted (retention pruning or by hand)."""
+        if job.images_pruned_at is not None:
+            days = self._settings.privacy.retention_days
+            raise ImagesGone(
+                f"The images of job {job.id} are no longer stored: Atelier deletes images "
+                f"{days} days after they are made, and these were deleted <t:{int(job.images_pruned_at)}:D>. "
+                + (
+                    "Its prompt is kept: 🔄 on its grid still makes new images."
+                    if job.kind is JobKind.IMAGINE
+                    else "Its prompt is kept: /imagine with the same prompt still works."
+                )
+            )
+        if _gone(job.image_path(index)):
+            raise ImagesGone(
+                f"Image {index} of job {job.id} is no longer stored on the server, so it cannot be used."
+            )
 
     async def _save_scope(self, scope: int, **changes: Any) -> None:
         state = self._state.scope(scope)

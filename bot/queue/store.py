@@ -21,8 +21,9 @@ from bot.store import Database
 
 INSERT_JOB = """
 INSERT INTO jobs (id, kind, scope, owner, status, request, relax, cost, hold_id, channel_id, message_id,
-                  parent_job_id, parent_index, created_at, started_at, finished_at, result_paths, recipes)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                  parent_job_id, parent_index, created_at, started_at, finished_at, result_paths, recipes,
+                  nsfw)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 LAST_JOB_ID = """
 SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0),
@@ -109,6 +110,7 @@ class JobStore:
         parent: tuple[int, int] | None = None,
         result_paths: Sequence[str] = (),
         recipes: Sequence[Recipe] = (),
+        nsfw: bool = False,
     ) -> None:
         finished = now if status.finished else None
         await conn.execute(
@@ -132,6 +134,7 @@ class JobStore:
                 finished,
                 json.dumps(list(result_paths)),
                 json.dumps([recipe_dict(r) for r in recipes]),
+                int(nsfw),
             ),
         )
 
@@ -170,6 +173,11 @@ class JobStore:
             for job, images in saved
             if job.id in done
         ]
+
+    async def mark_flagged(self, conn: aiosqlite.Connection, job: Job, reason: str) -> Job:
+        """Record why a delivered job's images were withheld."""
+        await conn.execute("UPDATE jobs SET flagged = ? WHERE id = ?", (reason, job.id))
+        return job.evolve(flagged=reason)
 
     async def mark_finished(
         self,

@@ -1,8 +1,8 @@
 """The scheduler's view of a GPU: a `Worker` runs one batch at a time and reports progress.
 
 The queue only ever talks to this small protocol, so a worker may be an engine in a thread of this
-process (`LocalWorker`), a scripted fake (`bot.queue.fake.FakeWorker`), or, later, an engine on another
-machine, without the scheduler changing.
+process (`LocalWorker`), a scripted fake (`bot.queue.fake.FakeWorker`), or an engine in a Ray actor on
+any machine of a cluster (`bot.queue.ray_worker.RayWorker`), without the scheduler changing.
 
 Contract for implementations:
 - `run_batch` runs all requests (equal `batch_key()`) as one pass and returns result i for request i.

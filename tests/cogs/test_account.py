@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
+from bot.queue import FakeEngine, FakeWorker
+from bot.queue.fake import FAKE_PROFILE
+from bot.services import open_services
+from cogs.client import AtelierBot
 from tests.cogs.helpers import done_message, refusals, until
 
 
@@ -41,7 +46,22 @@ async def test_queue_lists_waiting_and_running_jobs(simcord_env, services, worke
     lines = result.response.content.splitlines()
     assert lines[0].startswith("▶ job 1") and f"<@{alice.id}>" in lines[0]
     assert lines[1].startswith("1. job 2") and f"<@{bob.id}>" in lines[1]
+    assert "-# fake-0 (cpu): running job 1" in lines[-1]  # each worker, and what it runs
     worker.gate.set()
+
+
+async def test_queue_names_each_workers_model_when_they_differ(simcord_env, services, settings, world):
+    """With workers of two models (e.g. Ray actors of two models), /queue says which runs which."""
+    _guild, channel, alice, _ = world
+    await services.close()
+    other = FakeWorker("fake-1", engine=FakeEngine(dataclasses.replace(FAKE_PROFILE, name="fake/other")))
+    fresh = await open_services(settings, workers=[FakeWorker(), other])
+    try:
+        await simcord_env.restart_bot(AtelierBot(services=fresh))
+        lines = (await alice.slash(channel, "queue")).response.content.splitlines()
+        assert lines[-2:] == ["-# fake-0 (cpu · fake/model): idle", "-# fake-1 (cpu · fake/other): idle"]
+    finally:
+        await fresh.close()
 
 
 async def test_cancel_own_waiting_job_refunds_it(simcord_env, services, worker, world):

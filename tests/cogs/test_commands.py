@@ -29,7 +29,8 @@ async def test_every_command_and_option_has_a_description(simcord_env, simcord_b
 async def test_the_commands_members_expect_are_there(simcord_env, simcord_bot):
     """The documented command set is what gets synced."""
     top = {c.name for c in simcord_bot.tree.get_commands()}
-    assert top == {"imagine", "vary", "upscale", "credits", "queue", "cancel", "settings", "quota"}
+    members = {"imagine", "vary", "upscale", "credits", "queue", "cancel", "settings", "forget"}
+    assert top == members | {"quota", "moderation"}
     quota = simcord_bot.tree.get_command("quota")
     assert {c.name for c in quota.commands} == {
         "set",
@@ -47,6 +48,15 @@ async def test_the_commands_members_expect_are_there(simcord_env, simcord_bot):
         "modrole",
     }
     assert quota.default_permissions.manage_guild
+    moderation = simcord_bot.tree.get_command("moderation")
+    assert {c.qualified_name for c in moderation.walk_commands()} >= {
+        "moderation terms add",
+        "moderation terms remove",
+        "moderation terms list",
+        "moderation log",
+        "moderation images",
+    }
+    assert moderation.default_permissions.manage_guild
 
 
 async def test_commands_are_synced_once_and_not_again_when_unchanged(simcord_env, simcord_bot, settings):
