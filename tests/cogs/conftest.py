@@ -34,3 +34,13 @@ async def services(settings, worker):
 @pytest.fixture
 def simcord_bot(services) -> AtelierBot:
     return AtelierBot(services=services)
+
+
+@pytest.fixture
+def world(simcord_env):
+    """A server with an #art channel and two members, Alice and Bob (test files may define their own)."""
+    guild = simcord_env.create_guild()
+    channel = guild.create_text_channel("art")
+    alice = guild.add_member(simcord_env.create_user("alice"))
+    bob = guild.add_member(simcord_env.create_user("bob"))
+    return guild, channel, alice, bob

@@ -5,22 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-import pytest
-
 from bot.queue import FakeEngine, FakeWorker
 from bot.queue.fake import FAKE_PROFILE
 from bot.services import open_services
 from cogs.client import AtelierBot
 from tests.cogs.helpers import done_message, refusals, until
-
-
-@pytest.fixture
-def world(simcord_env):
-    guild = simcord_env.create_guild()
-    channel = guild.create_text_channel("art")
-    alice = guild.add_member(simcord_env.create_user("alice"))
-    bob = guild.add_member(simcord_env.create_user("bob"))
-    return guild, channel, alice, bob
 
 
 async def test_credits_shows_free_bonus_refill_and_queue(simcord_env, services, world):

@@ -5,22 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
 from bot.engine.types import JobKind
 from bot.queue import FakeWorker
 from bot.services import open_services
 from cogs.client import AtelierBot
 from tests.cogs.helpers import button_rows, buttons, done_message, until
-
-
-@pytest.fixture
-def world(simcord_env):
-    guild = simcord_env.create_guild()
-    channel = guild.create_text_channel("art")
-    alice = guild.add_member(simcord_env.create_user("alice"))
-    bob = guild.add_member(simcord_env.create_user("bob"))
-    return guild, channel, alice, bob
 
 
 async def make_grid(env, channel, member, prompt="a castle at dusk --seed 42"):

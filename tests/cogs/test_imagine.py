@@ -10,15 +10,6 @@ import pytest
 from tests.cogs.helpers import button_rows, buttons, done_message, refusals, until
 
 
-@pytest.fixture
-def world(simcord_env):
-    guild = simcord_env.create_guild()
-    channel = guild.create_text_channel("art")
-    alice = guild.add_member(simcord_env.create_user("alice"))
-    bob = guild.add_member(simcord_env.create_user("bob"))
-    return guild, channel, alice, bob
-
-
 async def test_imagine_posts_a_grid_with_upscale_and_variation_buttons(simcord_env, services, world):
     """/imagine answers at once, then the same message becomes the grid with U1–U4 / V1–V4 🔄."""
     guild, channel, alice, _ = world

@@ -13,15 +13,6 @@ from bot.privacy import DAY_S, prune_images
 from tests.cogs.helpers import buttons, done_message, refusals, until
 
 
-@pytest.fixture
-def world(simcord_env):
-    guild = simcord_env.create_guild()
-    channel = guild.create_text_channel("art")
-    alice = guild.add_member(simcord_env.create_user("alice"))
-    bob = guild.add_member(simcord_env.create_user("bob"))
-    return guild, channel, alice, bob
-
-
 async def grid_of(env, services, channel, member, prompt):
     """Run /imagine to the end: (the result message, its job as stored)."""
     await member.slash(channel, "imagine", prompt=prompt)

@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from bot.engine.types import JobKind
 from tests.cogs.helpers import until
-
-
-@pytest.fixture
-def world(simcord_env):
-    guild = simcord_env.create_guild()
-    channel = guild.create_text_channel("art")
-    alice = guild.add_member(simcord_env.create_user("alice"))
-    bob = guild.add_member(simcord_env.create_user("bob"))
-    return guild, channel, alice, bob
 
 
 def _message(channel, message_id):
