@@ -6,6 +6,7 @@ missing channel or a lost permission is logged and the member's request goes on 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from pathlib import Path
@@ -26,12 +27,14 @@ def quote(text: str) -> str:
     return "`" + text.replace("`", "ˋ") + "`"
 
 
-def spoiler_file(path: str | Path | None) -> discord.File | None:
-    """An image as a spoiler attachment (mod-log posts show refused or flagged pictures blurred)."""
+async def spoiler_file(path: str | Path | None) -> discord.File | None:
+    """An image as a spoiler attachment (mod-log posts show refused or flagged pictures blurred).
+
+    Read in a thread: a grid is megabytes, and the event loop must not wait for the disk."""
     if not path:
         return None
     try:
-        data = Path(path).read_bytes()
+        data = await asyncio.to_thread(Path(path).read_bytes)
     except OSError:
         return None
     return discord.File(io.BytesIO(data), filename=Path(path).name, spoiler=True)

@@ -186,7 +186,7 @@ class Presenter:
             job.scope,
             f"⚠️ Job {job.id} by <@{job.owner}> in {where} ({modlog.quote(job.request.prompt)}): "
             f"{job.flagged}. {'Posted as a spoiler' if spoiler else 'Withheld'}; its credits were returned.",
-            file=modlog.spoiler_file(path),
+            file=await modlog.spoiler_file(path),
         )
 
     async def flush(self, grace_s: float = 10.0) -> None:

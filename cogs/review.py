@@ -122,7 +122,7 @@ async def ask_for_review(interaction: discord.Interaction, review_id: int) -> No
         review.scope,
         f"📝 Review requested by <@{review.user_id}> in <#{review.channel_id}>: {_what(review.request)}\n"
         f"Refused because: {review.reason}\nApprove to run it as their job (charged to them).",
-        file=modlog.spoiler_file(image),
+        file=await modlog.spoiler_file(image),
         view=review_view(review.id, "approve", "deny"),
     )
     if posted is None:

@@ -18,7 +18,6 @@ from bot.engine.types import GenerationRequest
 from bot.errors import InvalidRequest, NotAllowed, PromptRefused, ReviewError
 from bot.safety.terms import (
     CATEGORY_DEFAULT,
-    CATEGORY_MINORS,
     CATEGORY_SERVER,
     DEFAULT_TERMS,
     MINOR_SEXUAL_WORDS,
@@ -288,6 +287,3 @@ class SafetyStore:
             await self._db.execute(REOPEN_REVIEW, (review_id,))
         else:
             await self._db.execute("UPDATE safety_reviews SET job_id = ? WHERE id = ?", (job_id, review_id))
-
-
-__all__ = ["CATEGORY_MINORS", "Review", "SafetyStore", "TermsView", "normalise_term"]

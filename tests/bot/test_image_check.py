@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ from PIL import Image
 
 from bot.errors import ImageRefused
 from bot.queue import FakeWorker, JobStatus
-from bot.services import open_services
+from bot.services import Services, open_services
 from bot.settings import Settings
 from tests.bot.queue.helpers import finished, imagine
 from tests.tiny_classifier import build_tiny_classifier, build_tiny_sd_safety_checker
@@ -38,10 +40,18 @@ async def open_with(tmp_path: Path, classifier: Path | None):
     return await open_services(settings, workers=[FakeWorker()])
 
 
+@asynccontextmanager
+async def opened(tmp_path: Path, classifier: Path | None) -> AsyncIterator[Services]:
+    services = await open_with(tmp_path, classifier)
+    try:
+        yield services
+    finally:
+        await services.close()
+
+
 @pytest.mark.parametrize("model", ["flags", "sd-flags"])
 async def test_a_flagged_result_is_withheld_and_refunded(tmp_path, classifiers, model):
-    services = await open_with(tmp_path, classifiers[model])
-    try:
+    async with opened(tmp_path, classifiers[model]) as services:
         job = await services.queue.submit(SCOPE, 1, imagine())
         done = await finished(services.queue, job.id)
         assert done.status is JobStatus.DONE
@@ -49,56 +59,41 @@ async def test_a_flagged_result_is_withheld_and_refunded(tmp_path, classifiers, 
         balance = await services.credits.balance(SCOPE, 1)
         assert (balance.free_left, balance.held) == (40, 0)  # nothing charged
         assert await services.credits.verify() == []
-    finally:
-        await services.close()
 
 
 @pytest.mark.parametrize("model", ["passes", "sd-passes"])
 async def test_a_clean_result_is_delivered_and_charged(tmp_path, classifiers, model):
-    services = await open_with(tmp_path, classifiers[model])
-    try:
+    async with opened(tmp_path, classifiers[model]) as services:
         job = await services.queue.submit(SCOPE, 1, imagine())
         done = await finished(services.queue, job.id)
         assert done.status is JobStatus.DONE and done.flagged is None
         assert (await services.credits.balance(SCOPE, 1)).free_left == 36
-    finally:
-        await services.close()
 
 
 async def test_results_in_age_restricted_channels_are_not_withheld(tmp_path, classifiers):
-    services = await open_with(tmp_path, classifiers["flags"])
-    try:
+    async with opened(tmp_path, classifiers["flags"]) as services:
         job = await services.queue.submit(SCOPE, 1, imagine(), nsfw=True)
         done = await finished(services.queue, job.id)
         assert done.flagged is None and done.nsfw
         assert (await services.credits.balance(SCOPE, 1)).free_left == 36
-    finally:
-        await services.close()
 
 
 async def test_a_broken_classifier_withholds_rather_than_posting_unchecked(tmp_path, classifiers):
-    services = await open_with(tmp_path, classifiers["passes"])
-
     def explode(images):
         raise RuntimeError("classifier crashed")
 
-    services.safety.checker._classify = explode
-    try:
+    async with opened(tmp_path, classifiers["passes"]) as services:
+        services.safety.checker._classify = explode
         job = await services.queue.submit(SCOPE, 1, imagine())
         done = await finished(services.queue, job.id)
         assert done.flagged == "the image check could not run"
         assert (await services.credits.balance(SCOPE, 1)).free_left == 40
-    finally:
-        await services.close()
 
 
 async def test_uploads_are_checked(tmp_path, classifiers):
-    services = await open_with(tmp_path, classifiers["flags"])
-    try:
+    async with opened(tmp_path, classifiers["flags"]) as services:
         with pytest.raises(ImageRefused, match="flagged your upload"):
             await services.safety.check_upload(Image.new("RGB", (64, 64)))
-    finally:
-        await services.close()
 
 
 async def test_start_up_says_when_image_checking_is_off(tmp_path, caplog):
