@@ -39,6 +39,11 @@ class EngineSettings(BaseModel):
     """How images are made."""
 
     preview_every: int = Field(2, ge=1, description="Send a latent preview every N denoising steps.")
+    preview_decoder: str | None = Field(
+        None,
+        description="A tiny VAE decoder (TAESD for SD 1.x/2.x, TAESDXL for SDXL: a diffusers directory or "
+        "id) for sharp previews instead of the latent colour map.",
+    )
     max_batch_images: int = Field(
         16, ge=1, le=256, description="Most images one forward pass may carry (4 per /imagine job)."
     )
@@ -51,6 +56,10 @@ class EngineSettings(BaseModel):
     attention_slicing: bool = Field(False, description="Trade speed for memory on small GPUs.")
     channels_last: bool = Field(
         True, description="Run the UNet and VAE in channels-last memory layout (faster convolutions)."
+    )
+    prepack_weights: bool = Field(
+        True,
+        description="On CPUs, lay out the UNet's weights for oneDNN once at load instead of on every step.",
     )
     compile: bool = Field(
         False,

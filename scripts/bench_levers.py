@@ -7,9 +7,11 @@
 Variants are timed interleaved (A, B, C, A, B, C, ...) and the best time of each is kept, so a burst of
 load from other processes on a shared machine hits all variants alike and inflates none of the minima.
 Rows: one UNet call of 8 rows (a 4-image job under classifier-free guidance: what Atelier's fixed
-groups run) in the default layout, in channels-last, and compiled; 16 rows at once against two 8-row calls
-(what bit-exact batching gives up); VAE decode of 1 image (Atelier decodes per image) and of 4 (what the
-pipeline does), in both layouts. Not a test: numbers depend on the machine.
+groups run) in the default layout, in channels-last, with packed weights (CPU), and compiled; 16 rows at
+once against two 8-row calls (what bit-exact batching gives up); VAE decode of 1 image (Atelier decodes
+per image) and of 4 (what the pipeline does), in both layouts; a 4-image progress preview through the
+latent colour map and through a TAESD-architecture tiny decoder (`AutoencoderTiny`'s default config,
+random weights: TAESD's cost, not its pictures). Not a test: numbers depend on the machine.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.bench.sd15 import ensure_sd15
+from bot.engine.prepack import can_prepack, prepack_weights
+from bot.engine.preview import LatentPreviewer, TinyDecoderPreviewer
 
 
 def best_times(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -48,7 +52,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("data/bench-model/sd15"))
     args = parser.parse_args()
 
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 
     dtype = torch.bfloat16 if args.device == "cpu" else torch.float16
     model = ensure_sd15(args.cache)
@@ -75,6 +79,11 @@ def main() -> None:
             "unet 16 rows in one call, channels-last": unet_call(nhwc, all16),
             "unet 16 rows as 2 × 8, channels-last": lambda: [call() for call in two_calls],
         }
+        if can_prepack(dtype, args.device):
+            packed = UNet2DConditionModel.from_pretrained(model / "unet", dtype=dtype).eval()
+            packed.to(memory_format=torch.channels_last)
+            prepack_weights(packed)
+            variants["unet 8 rows, channels-last + packed weights"] = unet_call(packed, eight)
         if args.compile:
             compiled = torch.compile(nhwc.forward, dynamic=False, options={"freezing": True})
             started = time.perf_counter()
@@ -94,6 +103,14 @@ def main() -> None:
                 "vae 4 images in one call, channels-last": lambda: vae_nhwc.decode(latents[:4]),
             },
             args.repeats,
+        )
+        taesd = AutoencoderTiny().to(args.device, dtype).to(memory_format=torch.channels_last).eval()
+        previewers = {
+            "preview of 4 images, latent colour map": LatentPreviewer("sd1", args.device),
+            "preview of 4 images, TAESD-sized decoder": TinyDecoderPreviewer(taesd, vae_scale_factor=8),
+        }
+        results |= best_times(
+            {name: lambda p=previewer: p(latents[:4]) for name, previewer in previewers.items()}, args.repeats
         )
     print(f"{args.size} px, {dtype}, {torch.get_num_threads()} threads, best of {args.repeats}:")
     for name, seconds in results.items():

@@ -159,7 +159,7 @@ class AtelierSide:
         images = [_load(path) for job in jobs for path in job.result_paths] if not self.rounds else []
         batches = [batch for worker in self.timed for batch in worker.batches]
         self.rounds.append(AtelierRound(seconds, cpu, batches, [self._clocks[i] for i in ids], images))
-        log.info("Atelier (%s): %d jobs in %.1f s", self.dtype, len(ids), seconds)
+        log.info("Atelier (%s): %d job(s) in %.1f s", self.dtype, len(ids), seconds)
         return seconds
 
     @property

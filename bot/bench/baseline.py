@@ -106,7 +106,7 @@ class Baseline:
         self.images = self.images or images
         self.working = max(self.working, memory.growth)
         self.unet_calls = int(self.pipe.num_timesteps)
-        log.info("%s (%s): %d jobs in %.1f s", self.name, self.dtype, len(requests), seconds)
+        log.info("%s (%s): %d job(s) in %.1f s", self.name, self.dtype, len(requests), seconds)
         return seconds
 
     def count_flops(self, request: GenerationRequest) -> JobFlops:

@@ -27,6 +27,8 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from bot.engine.prepack import packed_weights
+
 
 def _cpu_sdpa_flops(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> int:
     return int(sdpa_flop_count(query.shape, key.shape, value.shape))
@@ -127,9 +129,9 @@ class PeakMemory:
 
 
 def pipeline_bytes(pipe: Any) -> int:
-    """Bytes of every parameter and buffer of a pipeline's models: its weights in memory."""
+    """Bytes of every parameter, buffer and packed weight of a pipeline's models: its weights in memory."""
     modules = [c for c in pipe.components.values() if isinstance(c, torch.nn.Module)]
-    tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+    tensors = [t for m in modules for t in (*m.parameters(), *m.buffers(), *packed_weights(m))]
     return sum(t.numel() * t.element_size() for t in tensors)
 
 

@@ -141,7 +141,8 @@ def table(summary: dict[str, Any]) -> str:
     config = summary["config"]
     lines = [
         f"Model {config['model']} · {config['size']}×{config['size']} px · {config['steps']} steps · "
-        f"guidance {config['guidance']} · {config['jobs']} jobs of {config['images_per_job']} images · "
+        f"guidance {config['guidance']} · {config['jobs']} job{'' if config['jobs'] == 1 else 's'} "
+        f"of {config['images_per_job']} images · "
         f"{config['device']} ({config['threads']} threads) · workers {config['workers']}",
         "",
         f"{'side':<30} {'images/s':>9} {'s/job':>7} {'× base':>7} {'job/peak':>9} {'memory':>9} "

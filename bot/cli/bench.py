@@ -11,6 +11,9 @@ size and guidance) run three ways, each after one untimed warm-up job:
    does by default (grids, PNGs with recipes, database and ledger writes, progress previews).
 All three are loaded side by side and take turns, round after round (`--rounds`); each side's fastest
 round counts, so a burst of load from elsewhere on a shared machine does not decide the comparison.
+`--quick` spends its minutes where the comparison is close: three short rounds of Atelier and baseline 2
+(whose ratio, ~1.2–1.4, is what a single round on a shared machine can get wrong), baseline 1 in the
+first round only (it is 3–4× slower, far from its 2.3 target, and costs as much as the other two).
 
 The model is, by default, Stable Diffusion 1.5's architecture with random weights (`bot.bench.sd15`),
 built once into DATA_DIR/bench-model; `--model` takes any diffusers directory or hub id. Settings come
@@ -41,9 +44,10 @@ if TYPE_CHECKING:
     from bot.bench.measure import JobFlops
     from bot.engine.types import GenerationRequest, ModelProfile
 
-#: --quick: fewer jobs and steps, so the whole run (model build included) fits in 5 minutes on 2 cores.
-QUICK = {"jobs": 2, "steps": 2, "rounds": 1}
-FULL = {"jobs": 4, "steps": 8, "rounds": 2}
+#: --quick: fewer jobs and steps, so the whole run (model build included) fits in 5 minutes on 2 cores;
+#: "baseline_1_rounds" caps the rounds of the slow float32 baseline (None: as many as the others).
+QUICK = {"jobs": 1, "steps": 3, "rounds": 3, "baseline_1_rounds": 1}
+FULL = {"jobs": 4, "steps": 8, "rounds": 2, "baseline_1_rounds": None}
 BUILT_MODEL_SIZE = 256
 MAX_JOBS = 100
 PROMPTS = [
@@ -64,11 +68,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=_positive, help=f"denoising steps (default {FULL['steps']})")
     parser.add_argument("--jobs", type=_positive, help=f"number of /imagine jobs (default {FULL['jobs']})")
     parser.add_argument(
-        "--rounds", type=_positive, help=f"rounds per side, the fastest counts (default {FULL['rounds']})"
+        "--rounds",
+        type=_positive,
+        help=f"rounds per side, the fastest counts (default {FULL['rounds']}; with --quick "
+        f"{QUICK['rounds']}, baseline 1 once)",
     )
     parser.add_argument("--device", help="override DEVICE (one device: cpu, cuda, cuda:N, mps)")
     parser.add_argument(
-        "--quick", action="store_true", help=f"{QUICK['jobs']} jobs of {QUICK['steps']} steps (< 5 min)"
+        "--quick", action="store_true", help=f"{QUICK['jobs']} job of {QUICK['steps']} steps (< 5 min)"
     )
     parser.add_argument("--workers", choices=("local", "ray"), help="override WORKERS for Atelier's side")
     parser.add_argument("--actors", type=_positive, help="override RAY__ACTORS (with --workers ray)")
@@ -89,6 +96,7 @@ def bench_command(args: argparse.Namespace) -> int:
     jobs = args.jobs or defaults["jobs"]
     steps = args.steps or defaults["steps"]
     rounds = args.rounds or defaults["rounds"]
+    baseline_1_rounds = min(rounds, defaults["baseline_1_rounds"] or rounds)
     if jobs > MAX_JOBS:
         raise SettingsError(f"--jobs {jobs}: at most {MAX_JOBS} (the queue's default length).")
     base = load_settings(**({"device": args.device} if args.device else {}))
@@ -136,7 +144,9 @@ def bench_command(args: argparse.Namespace) -> int:
             credits=CreditSettings(default_allowance=1_000_000_000),
         )
         apply_worker_flags(settings, args.workers, args.actors)
-        sides = asyncio.run(_run_sides(settings, build_requests, model, device, reduced, rounds))
+        sides = asyncio.run(
+            _run_sides(settings, build_requests, model, device, reduced, rounds, baseline_1_rounds)
+        )
     ours, best, second, first, requests, flops, unet_calls = sides
     peaks = {
         dtype: max(rate, matmul_rate(getattr(torch, dtype), device)) for dtype, rate in peaks_before.items()
@@ -155,6 +165,7 @@ def bench_command(args: argparse.Namespace) -> int:
         "workers": getattr(settings, "workers", "local"),
         "levers": {
             "channels_last": settings.engine.channels_last,
+            "prepack_weights": settings.engine.prepack_weights,
             "compile": settings.engine.compile,
             "batching": settings.queue.batching,
             "max_batch_images": settings.engine.max_batch_images,
@@ -193,8 +204,10 @@ async def _run_sides(
     device: str,
     reduced: torch.dtype,
     rounds: int,
+    baseline_1_rounds: int,
 ) -> tuple[SideResult, AtelierRound, SideResult, SideResult, list[GenerationRequest], JobFlops, int]:
-    """Load all three sides, warm each up, then run them in turns for `rounds` rounds.
+    """Load all three sides, warm each up, then run them in turns for `rounds` rounds (baseline 1 takes
+    part in the first `baseline_1_rounds` of them).
 
     The baselines run in a thread, so the queue's event loop stays free while they work.
     """
@@ -211,9 +224,9 @@ async def _run_sides(
             baselines.append(await asyncio.to_thread(Baseline, name, model, device, dtype))
             await asyncio.to_thread(baselines[-1].warm_up, requests[0])
         second, first = baselines
-        for _ in range(rounds):
+        for index in range(rounds):
             await atelier.run_round()
-            for baseline in baselines:
+            for baseline in baselines[: 2 if index < baseline_1_rounds else 1]:
                 await asyncio.to_thread(baseline.run_round, requests)
         flops = await asyncio.to_thread(second.count_flops, requests[0])
         return (

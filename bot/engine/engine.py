@@ -9,7 +9,8 @@ Public interface
     anything else is a `SettingsError`. The VAE stays in float32 when it asks to be upcast
     (`force_upcast`, e.g. the SDXL VAE, which overflows to NaN in float16) and uses tiling, so large
     upscales decode in pieces. `settings.upscaler` is loaded here too (see `bot.engine.upscalers`), and
-    the speed levers `settings` turns on (channels-last, compile) are applied (see `bot.engine.speed`).
+    the speed levers `settings` turns on (channels-last, packed weights, compile) are applied (see
+    `bot.engine.speed`), and the tiny preview decoder `settings.preview_decoder` names, if any.
     `device`/`dtype` accept what DEVICE/DTYPE accept (see `bot.engine.device`).
 
 Attributes: `profile: ModelProfile` (family, native size, step range, default guidance, sampler — learned
@@ -38,9 +39,9 @@ Attributes: `profile: ModelProfile` (family, native size, step range, default gu
     is the same image, on the same device and dtype (see `bot.engine.batching` for how and what it costs).
     `on_progress(Progress)` is called after every denoising step from the calling thread; every
     `settings.preview_every` steps `Progress.previews` holds one small RGB preview per request (a grid for
-    multi-image requests), made from the latents by a fixed linear map without the VAE
-    (`bot.engine.preview`). `should_stop()` is polled after every step; once it returns true the loop
-    skips its remaining steps and `GenerationCancelled` is raised.
+    multi-image requests), made from the latents by a fixed linear map without the VAE, or by the tiny
+    preview decoder (`bot.engine.preview`). `should_stop()` is polled after every step; once it returns
+    true the loop skips its remaining steps and `GenerationCancelled` is raised.
     Raises `InvalidRequest` (mixed batch, bad size/steps/strength/scale, SELECT jobs, wrong model),
     `InvalidImage` (unreadable source image), `GenerationCancelled`, and `OutOfMemory` when the device
     runs out of memory (its cache is freed first; the engine stays usable).
@@ -71,7 +72,7 @@ from bot.engine.batching import fixed_unet_batches
 from bot.engine.device import dtype_name, resolve_device, resolve_dtype
 from bot.engine.encode import Encoded, PromptEncoder
 from bot.engine.images import fit_to, make_grid, read_image_file
-from bot.engine.preview import LatentPreviewer
+from bot.engine.preview import LatentPreviewer, TinyDecoderPreviewer, load_tiny_decoder
 from bot.engine.profile import detect_profile
 from bot.engine.prompt import MAX_SEED
 from bot.engine.speed import apply_speedups
@@ -136,6 +137,7 @@ class Engine:
         dtype: torch.dtype,
         settings: EngineSettings,
         upscaler: Upscaler,
+        previewer: Callable[[torch.Tensor, Any], list[Image.Image]] | None = None,
     ) -> None:
         self.pipe = pipe
         self.img2img = AutoPipelineForImage2Image.from_pipe(pipe)
@@ -147,7 +149,7 @@ class Engine:
         self.upscaler = upscaler
         self._sdxl = profile.family == "sdxl"
         self._encoder = PromptEncoder(pipe, sdxl=self._sdxl)
-        self._previewer = LatentPreviewer(profile.family, device)
+        self._previewer = previewer or LatentPreviewer(profile.family, device)
         self._lock = threading.Lock()
 
     @classmethod
@@ -183,6 +185,12 @@ class Engine:
             tokenizer_max_length=pipe.tokenizer.model_max_length,
         )
         upscaler = load_upscaler(settings.upscaler, device_name, torch_dtype)
+        previewer = None
+        if settings.preview_decoder:
+            decoder = load_tiny_decoder(
+                settings.preview_decoder, device_name, torch_dtype, pipe.unet.config.in_channels
+            )
+            previewer = TinyDecoderPreviewer(decoder, pipe.vae_scale_factor)
         log.debug(
             "Loaded %s: %s, %d px, steps %d (%d–%d), guidance %s, %s, on %s in %s; upscaler %s",
             model,
@@ -204,6 +212,7 @@ class Engine:
             dtype=torch_dtype,
             settings=settings,
             upscaler=upscaler,
+            previewer=previewer,
         )
 
     def run(

@@ -5,6 +5,9 @@
   a 2-core AVX-512/AMX CPU in bfloat16 at 256 px: an SD-1.5 UNet call 1.15× faster, a one-image VAE
   decode 2.5× faster.
   Pictures stay within bfloat16 rounding of the default layout; batch = solo still holds bit for bit.
+- `prepack_weights` (default on, CPUs only): the UNet's convolution and linear weights laid out for oneDNN
+  once at load (`bot.engine.prepack`): 1.07–1.28× faster UNet calls in bf16 here, no compiling. Skipped
+  when `compile` is on, whose weight freezing packs them itself.
 - `compile` (opt-in): `torch.compile` of the UNet's forward with inductor's weight freezing (weights become
   constants, so convolutions are pre-packed and fused). Compiling takes minutes per UNet input shape (image
   size, and prompt windows), on the first job that needs it; kernels are cached in `compile_cache_dir`,
@@ -21,6 +24,7 @@ from typing import Any
 
 import torch
 
+from bot.engine.prepack import can_prepack, prepack_weights
 from bot.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,8 @@ def apply_speedups(pipe: Any, settings: EngineSettings, device: str) -> None:
         pipe.vae.to(memory_format=torch.channels_last)
     if settings.compile:
         compile_unet(pipe.unet, settings)
+    elif settings.prepack_weights and can_prepack(pipe.unet.dtype, device):
+        prepack_weights(pipe.unet)
 
 
 def compile_unet(unet: torch.nn.Module, settings: EngineSettings) -> None:

@@ -80,6 +80,24 @@ def test_bench_prints_table_and_json_line(
     assert not (bench_env / "data" / "atelier.sqlite3").exists()
 
 
+@pytest.mark.slow
+def test_quick_bench_repeats_the_close_comparison_and_times_float32_once(
+    tiny_sd_path: Path, bench_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--quick: one job per round, three rounds of Atelier and baseline 2 (their ratio is the close
+    one), baseline 1 in the first round only; --rounds still chooses how many."""
+    assert main(["bench", "--quick", "--model", str(tiny_sd_path), "--size", "64"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rounds = {side: len(times) for side, times in summary["rounds_s"].items()}
+    assert rounds == {"atelier": 3, "baseline_reduced": 3, "baseline_default": 1}
+    assert summary["config"]["quick"] is True and summary["config"]["jobs"] == 1
+    assert summary["batches"] == [4]  # the counted (fastest) round: one 4-image job
+
+    assert main(["bench", "--quick", "--rounds", "2", "--model", str(tiny_sd_path), "--size", "64"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [len(summary["rounds_s"][side]) for side in SIDES] == [1, 2, 2]
+
+
 def test_bench_refuses_bad_arguments(bench_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A job count beyond the queue's length is refused in one line, before anything loads."""
     assert main(["bench", "--jobs", "1000"]) == 2
