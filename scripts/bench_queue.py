@@ -50,6 +50,7 @@ def settings_for(
 
 
 def request(seed: int, *, size: int = 512, steps: int = 4, guidance: float = 0.0) -> GenerationRequest:
+    """A small /imagine request for the benchmarks (scripts/bench_ray.py uses it too)."""
     return GenerationRequest(
         kind=JobKind.IMAGINE,
         prompt=f"bench {seed % 7}",

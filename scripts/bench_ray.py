@@ -33,10 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from PIL import Image
 
-from bot.engine.types import GenerationRequest, JobKind
+from bot.engine.types import GenerationRequest
 from bot.queue import FakeEngine, LocalWorker
 from bot.queue.fake import FakeProgress
 from bot.settings import CreditSettings, EngineSettings, QueueSettings, RaySettings, Settings
+from scripts.bench_queue import request
 
 SCOPE = 1
 
@@ -62,24 +63,11 @@ class NoiseEngine(FakeEngine):
         return Image.new("RGB", (side, side), (request.seed % 256, 0, 0))
 
 
-def imagine(seed: int, *, size: int = 512, steps: int = 4, model: str = "") -> GenerationRequest:
-    return GenerationRequest(
-        kind=JobKind.IMAGINE,
-        prompt=f"bench {seed % 7}",
-        width=size,
-        height=size,
-        steps=steps,
-        guidance=0.0,
-        seed=seed,
-        model=model,
-    )
-
-
 async def round_trips(worker: Any, repeats: int) -> list[float]:
     times = []
     for n in range(repeats + 2):
         started = time.perf_counter()
-        await worker.run_batch([imagine(n)], lambda _: None, lambda: False)
+        await worker.run_batch([request(n)], lambda _: None, lambda: False)
         if n >= 2:  # two warm-up batches
             times.append(time.perf_counter() - started)
     return times
@@ -149,13 +137,13 @@ async def throughput(model: str, label: str, workers: list[Any], jobs: int, step
         try:
             await queue.start()
             size = workers[0].profile.native_size
-            warm = [await queue.submit(SCOPE, 10_000 + n, imagine(n, size=size, steps=steps)) for n in (1, 2)]
+            warm = [await queue.submit(SCOPE, 10_000 + n, request(n, size=size, steps=steps)) for n in (1, 2)]
             await wait_done(queue, [j.id for j in warm])
             for worker in timed:
                 worker.samples.clear()
             started = time.perf_counter()
             submitted = [
-                await queue.submit(SCOPE, n, imagine(n, size=size, steps=steps)) for n in range(1, jobs + 1)
+                await queue.submit(SCOPE, n, request(n, size=size, steps=steps)) for n in range(1, jobs + 1)
             ]
             await wait_done(queue, [j.id for j in submitted])
             seconds = time.perf_counter() - started

@@ -226,8 +226,9 @@ async def _run_sides(
         second, first = baselines
         for index in range(rounds):
             await atelier.run_round()
-            for baseline in baselines[: 2 if index < baseline_1_rounds else 1]:
-                await asyncio.to_thread(baseline.run_round, requests)
+            await asyncio.to_thread(second.run_round, requests)
+            if index < baseline_1_rounds:
+                await asyncio.to_thread(first.run_round, requests)
         flops = await asyncio.to_thread(second.count_flops, requests[0])
         return (
             atelier.result(),
